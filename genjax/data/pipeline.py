@@ -1,0 +1,127 @@
+"""Grain pipelines: a weighted mixture of tagged domains, deterministic from (seed, step).
+
+Batches are dicts of numpy arrays `{inputs_BxT, targets_BxT, loss_mask_BxT, domain_B}` with
+keys `inputs`, `targets`, `loss_mask`, `domain`. The global batch of step s is the rows
+[s*B, (s+1)*B) of one random-access grain `MapDataset`; process p reads only its slice, so
+resuming needs nothing but the step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import grain
+import numpy as np
+
+from genjax.data.sources import (
+    HELDOUT,
+    KINDS,
+    TRAIN,
+    DataError,
+    ProbeItem,
+    expand_files,
+)
+from genjax.data.tokenizers import Tokenizer, make_tokenizer
+
+_INFINITE = 2**40
+
+
+@dataclasses.dataclass
+class Data:
+    """The run's domains and tokenizer, with builders for every stream the trainer needs."""
+
+    domains: list  # ordered: domain id = index
+    weights: list[float]
+    tokenizer: Tokenizer
+    seq_len: int
+    seed: int
+
+    @property
+    def names(self) -> list[str]:
+        return [d.name for d in self.domains]
+
+    def _rows(self, split: int) -> list[grain.MapDataset]:
+        out = []
+        for d in self.domains:
+            if hasattr(d, "num_rows"):
+                ds = grain.MapDataset.range(d.num_rows(split)).shuffle(seed=self.seed + d.domain_id)
+                ds = ds.repeat()
+            else:
+                ds = grain.MapDataset.range(_INFINITE)
+            out.append(ds.map(lambda i, d=d: {"tokens": d.row(i, split),
+                                               "domain": np.int32(d.domain_id)}))
+        return out
+
+    def mixture(self, split: int = TRAIN) -> grain.MapDataset:
+        """Row i of the global example stream (the weighted interleave of all domains)."""
+        return grain.MapDataset.mix(self._rows(split), self.weights).map(self.example)
+
+    def example(self, row: dict) -> dict[str, np.ndarray]:
+        tokens = row["tokens"]
+        return {"inputs": tokens[:-1], "targets": tokens[1:],
+                "loss_mask": (tokens[1:] != self.tokenizer.pad_id).astype(np.float32),
+                "domain": row["domain"]}
+
+    def train_batches(self, global_batch: int, start_step: int = 0, process_index: int = 0,
+                      process_count: int = 1, prefetch: int = 4) -> grain.DatasetIterator:
+        """Iterator over this process's share of each global batch, from `start_step` on."""
+        if global_batch % process_count:
+            raise DataError(f"train.batch_size={global_batch} is not divisible by "
+                            f"{process_count} processes")
+        local = global_batch // process_count
+        ds = self.mixture(TRAIN).batch(local)[process_index::process_count][start_step:]
+        opts = grain.ReadOptions(num_threads=max(1, prefetch // 2), prefetch_buffer_size=prefetch)
+        return iter(ds.to_iter_dataset(opts))
+
+    def train_batch(self, step: int, global_batch: int) -> dict[str, np.ndarray]:
+        """The whole global batch of `step` (for tests and for memorization sets)."""
+        return self.mixture(TRAIN).batch(global_batch)[step]
+
+    def heldout_rows(self, rows_per_domain: int) -> dict[str, np.ndarray]:
+        """`rows_per_domain` held-out rows of every domain, grouped by domain."""
+        rows = [self.example(ds[i]) for ds in self._rows(HELDOUT) for i in range(rows_per_domain)]
+        return stack(rows)
+
+    def probe_items(self, n_per_family: int) -> list[ProbeItem]:
+        items = []
+        for d in self.domains:
+            for family in d.probe_families():
+                items += d.probe_items(family, n_per_family, self.seed)
+        return items
+
+
+def stack(rows: list[dict]) -> dict[str, np.ndarray]:
+    return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+
+
+def build_data(config) -> Data:
+    """Domains from `config.data.domains` plus one text domain per file in `data.files`."""
+    tokenizer = make_tokenizer(config.data)
+    specs = {name: dict(spec) for name, spec in config.data.domains.items()}
+    for path in expand_files(config.data.files):
+        if path.stem in specs:
+            raise DataError(f"data.files: domain name '{path.stem}' is already taken")
+        specs[path.stem] = {"kind": "text", "path": str(path),
+                            "text_field": config.data.text_field}
+    if not specs:
+        raise DataError("no data: set data.domains or data.files")
+    domains, weights = [], []
+    for domain_id, (name, spec) in enumerate(specs.items()):
+        spec = dict(spec)
+        kind = spec.pop("kind", None)
+        if kind not in KINDS:
+            raise DataError(f"data.domains.{name}.kind must be one of {sorted(KINDS)}, "
+                            f"got {kind!r}")
+        weight = float(spec.pop("weight", 1.0))
+        if weight <= 0:
+            raise DataError(f"data.domains.{name}.weight must be positive")
+        try:
+            domains.append(KINDS[kind](name, domain_id, tokenizer, config.train.seq_len,
+                                       config.data.heldout_fraction, config.seed, **spec))
+        except TypeError as e:
+            raise DataError(f"data.domains.{name} ({kind}): {e}") from e
+        weights.append(weight)
+    if tokenizer.vocab_size > config.model.vocab_size:
+        raise DataError(f"model.vocab_size={config.model.vocab_size} is smaller than the "
+                        f"tokenizer's vocabulary ({tokenizer.vocab_size})")
+    return Data(domains, weights, tokenizer, config.train.seq_len, config.seed)

@@ -1,0 +1,324 @@
+"""Domain sources: each turns (seed, split, index) into one training row of token ids.
+
+Built-in synthetic domains render problems as text lines `"{prompt} {answer}"` joined by "\\n",
+the same shape the probe hook scores, so K-shot probes are in-distribution. Each differs in what
+generalizing means:
+  - modular_arithmetic: compute (a + b) mod p for pairs never seen in training;
+  - kv_lookup: retrieve the value bound to a key in the context (an induction-style skill);
+  - grammar: subject-verb agreement with the head noun across an attractor noun.
+A problem belongs to the held-out split iff a hash of its text says so (seed independent), so
+held-out problems can never appear in a training row. Text files are split by document.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import hashlib
+import json
+import pathlib
+import zlib
+from collections.abc import Callable
+
+import numpy as np
+
+from genjax.data.tokenizers import Tokenizer
+
+TRAIN, HELDOUT = 0, 1
+_SPLIT_SALT = {TRAIN: 11, HELDOUT: 29}
+
+
+class DataError(ValueError):
+    """Bad data config or malformed data file."""
+
+
+def is_heldout(text: str, fraction: float) -> bool:
+    h = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+    return h / 2.0**64 < fraction
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    prompt: str
+    answer: str
+
+    @property
+    def text(self) -> str:
+        return f"{self.prompt} {self.answer}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeItem:
+    """A teacher-forced contrast: is `correct` or `incorrect` the likelier continuation?"""
+
+    family: str
+    prompt: str
+    correct: str
+    incorrect: str
+
+
+# --------------------------------------------------------------------------- synthetic tasks
+
+
+class SyntheticDomain:
+    """Base: subclasses define `sample(rng) -> Problem` and probe families."""
+
+    kind: str = ""
+    options: dict = {}
+    joiner = "\n"
+
+    def __init__(self, name: str, domain_id: int, tokenizer: Tokenizer, seq_len: int,
+                 heldout_fraction: float, seed: int, **options):
+        unknown = set(options) - set(self.options)
+        if unknown:
+            raise DataError(f"domain '{name}' ({self.kind}): unknown option(s) {sorted(unknown)}; "
+                            f"known: {sorted(self.options)}")
+        self.opt = {**self.options, **options}
+        self.name, self.domain_id, self.tokenizer = name, domain_id, tokenizer
+        self.seq_len, self.heldout_fraction, self.seed = seq_len, heldout_fraction, seed
+
+    # subclasses -------------------------------------------------------------------------
+    def sample(self, rng: np.random.Generator) -> Problem:
+        raise NotImplementedError
+
+    def probe_families(self) -> dict[str, Callable[[np.random.Generator, int], ProbeItem]]:
+        return {}
+
+    # shared -----------------------------------------------------------------------------
+    def sample_split(self, rng: np.random.Generator, split: int) -> Problem:
+        while True:
+            p = self.sample(rng)
+            if is_heldout(p.text, self.heldout_fraction) == (split == HELDOUT):
+                return p
+
+    def rng(self, split: int, index: int, purpose: int = 0) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.domain_id, _SPLIT_SALT[split], purpose,
+                                      int(index)])
+
+    def row(self, index: int, split: int) -> np.ndarray:
+        """`seq_len + 1` token ids: whole problems joined by the joiner, cut at the end."""
+        rng, ids = self.rng(split, index), []
+        while len(ids) < self.seq_len + 1:
+            ids += self.tokenizer.encode(self.sample_split(rng, split).text + self.joiner)
+        return np.asarray(ids[: self.seq_len + 1], np.int32)
+
+    def probe_items(self, family: str, n: int, seed: int) -> list[ProbeItem]:
+        make = self.probe_families()[family]
+        rng = np.random.default_rng([seed, self.domain_id, 7, zlib.crc32(family.encode())])
+        return [make(rng, self.opt["probe_shots"]) for _ in range(n)]
+
+    def demos(self, problems: list[Problem]) -> str:
+        return "".join(p.text + self.joiner for p in problems)
+
+
+class ModularArithmetic(SyntheticDomain):
+    """`a+b= c` with c = (a + b) mod p; held-out pairs are never trained on."""
+
+    kind = "modular_arithmetic"
+    options = {"modulus": 97, "probe_shots": 4}
+
+    def problem(self, a: int, b: int) -> Problem:
+        return Problem(f"{a}+{b}=", str((a + b) % self.opt["modulus"]))
+
+    def sample(self, rng):
+        p = self.opt["modulus"]
+        return self.problem(int(rng.integers(p)), int(rng.integers(p)))
+
+    def with_answer(self, rng, c: int, split: int) -> Problem:
+        """A problem of `split` whose answer is c."""
+        p = self.opt["modulus"]
+        while True:
+            a = int(rng.integers(p))
+            prob = self.problem(a, (c - a) % p)
+            if is_heldout(prob.text, self.heldout_fraction) == (split == HELDOUT):
+                return prob
+
+    def probe_families(self):
+        p = self.opt["modulus"]
+
+        def repeat(rng, shots):  # every demo has answer c0; the test's true answer differs
+            c0 = int(rng.integers(p))
+            demos = [self.with_answer(rng, c0, TRAIN) for _ in range(shots)]
+            while True:
+                test = self.sample_split(rng, HELDOUT)
+                if int(test.answer) != c0:
+                    break
+            return ProbeItem("arith_repeat", self.demos(demos) + test.prompt, test.answer,
+                             str(c0))
+
+        def successor(rng, shots):  # demo answers c0, c0+1, ...; pattern says c0+shots
+            c0 = int(rng.integers(p))
+            demos = [self.with_answer(rng, (c0 + i) % p, TRAIN) for i in range(shots)]
+            pattern = (c0 + shots) % p
+            while True:
+                test = self.sample_split(rng, HELDOUT)
+                if int(test.answer) != pattern:
+                    break
+            return ProbeItem("arith_successor", self.demos(demos) + test.prompt, test.answer,
+                             str(pattern))
+
+        return {"arith_repeat": repeat, "arith_successor": successor}
+
+
+class KVLookup(SyntheticDomain):
+    """`ab:3,cd:7,ef:1 cd? 7`: return the value bound to the queried key in the context."""
+
+    kind = "kv_lookup"
+    options = {"num_pairs": 4, "key_len": 2, "alphabet": "abcdefghijklmnop", "probe_shots": 0}
+
+    def _context(self, rng):
+        alphabet, n = self.opt["alphabet"], self.opt["num_pairs"]
+        keys: list[str] = []
+        while len(keys) < n:
+            k = "".join(rng.choice(list(alphabet), self.opt["key_len"]))
+            if k not in keys:
+                keys.append(k)
+        values = [str(v) for v in rng.integers(10, size=n)]
+        return keys, values
+
+    def sample(self, rng):
+        keys, values = self._context(rng)
+        q = int(rng.integers(len(keys)))
+        ctx = ",".join(f"{k}:{v}" for k, v in zip(keys, values))
+        return Problem(f"{ctx} {keys[q]}?", values[q])
+
+    def probe_families(self):
+        def context(rng, shots):  # the bound value against another value from the context
+            while True:
+                prob = self.sample_split(rng, HELDOUT)
+                ctx = prob.prompt.split(" ")[0]
+                others = sorted({kv.split(":")[1] for kv in ctx.split(",")} - {prob.answer})
+                if others:
+                    return ProbeItem("kv_context", prob.prompt, prob.answer,
+                                     others[int(rng.integers(len(others)))])
+
+        return {"kv_context": context}
+
+
+class Grammar(SyntheticDomain):
+    """A small PCFG: `the dog near the cats runs`; the verb agrees with the head noun."""
+
+    kind = "grammar"
+    options = {"attractor_prob": 0.5, "probe_shots": 0}
+    NOUNS = ("dog", "cat", "bird", "child", "farmer", "robot", "singer", "teacher")
+    PLURAL = {"child": "children"}
+    ADJS = ("small", "old", "happy", "red", "quiet")
+    PREPS = ("near", "behind", "with", "beside")
+    VERBS = ("run", "sleep", "sing", "jump", "wait", "smile")
+
+    def _np(self, rng, plural: bool) -> str:
+        noun = self.NOUNS[int(rng.integers(len(self.NOUNS)))]
+        if plural:
+            noun = self.PLURAL.get(noun, noun + "s")
+        adj = self.ADJS[int(rng.integers(len(self.ADJS)))] + " " if rng.random() < 0.5 else ""
+        return f"the {adj}{noun}"
+
+    def _subject(self, rng, plural: bool, attractor: bool) -> str:
+        subject = self._np(rng, plural)
+        if attractor:
+            prep = self.PREPS[int(rng.integers(len(self.PREPS)))]
+            subject += f" {prep} {self._np(rng, not plural)}"
+        return subject
+
+    @staticmethod
+    def _verb(verb: str, plural: bool) -> str:
+        return verb if plural else verb + "s"
+
+    def sample(self, rng):
+        plural = bool(rng.random() < 0.5)
+        attractor = bool(rng.random() < self.opt["attractor_prob"])
+        verb = self.VERBS[int(rng.integers(len(self.VERBS)))]
+        return Problem(self._subject(rng, plural, attractor), self._verb(verb, plural))
+
+    def probe_families(self):
+        def agreement(rng, shots):  # agree with the head noun, not with the nearer attractor
+            while True:
+                plural = bool(rng.random() < 0.5)
+                verb = self.VERBS[int(rng.integers(len(self.VERBS)))]
+                prob = Problem(self._subject(rng, plural, True), self._verb(verb, plural))
+                if is_heldout(prob.text, self.heldout_fraction):
+                    return ProbeItem("grammar_agreement", prob.prompt, prob.answer,
+                                     self._verb(verb, not plural))
+
+        return {"grammar_agreement": agreement}
+
+
+# ------------------------------------------------------------------------------ text files
+
+
+class TextDomain:
+    """Documents from a text file (one per line) or JSONL (a text field), split by document."""
+
+    kind = "text"
+    options = {"path": "", "text_field": "text"}
+
+    def __init__(self, name: str, domain_id: int, tokenizer: Tokenizer, seq_len: int,
+                 heldout_fraction: float, seed: int, path: str = "", text_field: str = "text"):
+        self.name, self.domain_id, self.seq_len, self.seed = name, domain_id, seq_len, seed
+        self.tokenizer = tokenizer
+        docs = read_documents(path, text_field)
+        streams: dict[int, list[int]] = {TRAIN: [], HELDOUT: []}
+        for doc in docs:
+            split = HELDOUT if is_heldout(doc, heldout_fraction) else TRAIN
+            streams[split] += tokenizer.encode(doc) + [tokenizer.eos_id]
+        if not streams[HELDOUT] and streams[TRAIN] and len(docs) > 1:  # tiny files: keep one
+            first = tokenizer.encode(docs[0]) + [tokenizer.eos_id]
+            streams = {HELDOUT: first, TRAIN: streams[TRAIN][len(first):]}
+        if not streams[TRAIN]:
+            raise DataError(f"{path}: no training documents (file has {len(docs)} documents)")
+        self.streams = {k: np.asarray(v, np.int32) for k, v in streams.items()}
+
+    def num_rows(self, split: int) -> int:
+        return max(1, len(self.streams[split]) // (self.seq_len + 1))
+
+    def row(self, index: int, split: int) -> np.ndarray:
+        stream, n = self.streams[split], self.seq_len + 1
+        if len(stream) == 0:
+            raise DataError(f"domain '{self.name}' has no held-out documents")
+        index = int(index) % self.num_rows(split)
+        out = stream[index * n : (index + 1) * n]
+        return np.pad(out, (0, n - len(out)), constant_values=self.tokenizer.pad_id)
+
+    def probe_families(self):
+        return {}
+
+
+def read_documents(path: str, text_field: str = "text") -> list[str]:
+    p = pathlib.Path(path)
+    if not p.is_file():
+        raise DataError(f"data file not found: {path}")
+    docs = []
+    with p.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            if p.suffix == ".jsonl":
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{path}:{lineno}: invalid JSON ({e.msg})") from e
+                if not isinstance(row, dict) or not isinstance(row.get(text_field), str):
+                    raise DataError(f"{path}:{lineno}: row has no string field '{text_field}'")
+                docs.append(row[text_field])
+            else:
+                docs.append(line.rstrip("\n"))
+    if not docs:
+        raise DataError(f"data file is empty: {path}")
+    return docs
+
+
+KINDS = {cls.kind: cls for cls in (ModularArithmetic, KVLookup, Grammar, TextDomain)}
+
+
+def expand_files(files: str) -> list[pathlib.Path]:
+    """`data.files`: comma-separated paths or globs -> existing files (error if none match)."""
+    out = []
+    for pattern in [f.strip() for f in files.split(",") if f.strip()]:
+        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        if not matches:
+            raise DataError(f"data.files pattern matches no file: {pattern}")
+        for m in matches:
+            if not pathlib.Path(m).is_file():
+                raise DataError(f"data file not found: {m}")
+            out.append(pathlib.Path(m))
+    return out

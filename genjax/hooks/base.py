@@ -1,0 +1,132 @@
+"""The hook API: metrics computed inside the jitted train step, returned as arrays.
+
+A hook declares a static schema (`MetricSpec`s) and a pure `compute(params, apply_fn, data,
+ctx) -> {name: array}` over its own device-resident eval data and the step context (the train
+batch's per-token losses and domains). It never calls back to the host. `run_hooks` composes
+hooks into one metrics dict whose structure is fixed for the whole run; a hook with `every=N`
+runs under `lax.cond` on steps divisible by N and reports NaN on the others, so changing the
+step never recompiles.
+
+Usable without the genjax trainer: call `run_hooks` inside your own jitted step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricSpec:
+    """One metric array: its per-step shape, named dimensions, labels and meaning."""
+
+    name: str
+    dims: tuple[str, ...] = ()
+    shape: tuple[int, ...] = ()
+    description: str = ""
+    unit: str = ""
+    labels: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        if len(self.dims) != len(self.shape):
+            raise ValueError(f"metric {self.name}: dims {self.dims} do not match shape "
+                             f"{self.shape}")
+        for dim, labels in self.labels.items():
+            size = self.shape[self.dims.index(dim)]
+            if len(labels) != size:
+                raise ValueError(f"metric {self.name}: {len(labels)} labels for dim '{dim}' "
+                                 f"of size {size}")
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class StepContext:
+    """What the train step already computed, for hooks that reuse it at no extra FLOPs."""
+
+    step: jax.Array  # int32 scalar: the step whose params are being evaluated
+    token_loss_BxT: jax.Array  # float32 per-token cross-entropy of the train batch
+    token_correct_BxT: jax.Array  # float32 1.0 where argmax == target
+    loss_mask_BxT: jax.Array  # float32
+    domain_B: jax.Array  # int32 domain id per row
+
+
+ApplyFn = Callable[..., jax.Array]
+
+
+class Hook(Protocol):
+    """What a hook provides. `data()` is placed on device once, sharded on its leading axis."""
+
+    name: str
+    every: int
+
+    def schema(self) -> Sequence[MetricSpec]: ...
+
+    def data(self) -> Any: ...
+
+    def compute(self, params: Any, apply_fn: ApplyFn, data: Any,
+                ctx: StepContext) -> dict[str, jax.Array]: ...
+
+
+def schema_of(hooks: Sequence[Hook]) -> list[MetricSpec]:
+    specs = [s for h in hooks for s in h.schema()]
+    names = [s.name for s in specs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"hooks declare the same metric twice: {dupes}")
+    return specs
+
+
+def _nan_like(specs: Sequence[MetricSpec]) -> dict[str, jax.Array]:
+    return {s.name: jnp.full(s.shape, jnp.nan, s.dtype) for s in specs}
+
+
+def run_hooks(hooks: Sequence[Hook], params: Any, apply_fn: ApplyFn, data: Sequence[Any],
+              ctx: StepContext) -> dict[str, jax.Array]:
+    """All hooks' metrics for this step; call inside a jitted function."""
+    out: dict[str, jax.Array] = {}
+    for hook, hook_data in zip(hooks, data, strict=True):
+        specs = hook.schema()
+
+        def compute(hook=hook, hook_data=hook_data, specs=specs):
+            values = hook.compute(params, apply_fn, hook_data, ctx)
+            return {s.name: jnp.asarray(values[s.name], s.dtype).reshape(s.shape)
+                    for s in specs}
+
+        if hook.every == 1:
+            out.update(compute())
+        else:
+            out.update(jax.lax.cond(ctx.step % hook.every == 0, compute,
+                                    lambda specs=specs: _nan_like(specs)))
+    return out
+
+
+def domain_sums(values_BxT: jax.Array, mask_BxT: jax.Array, domain_B: jax.Array,
+                num_domains: int) -> tuple[jax.Array, jax.Array]:
+    """Per-domain (sum of masked values, token count) in one einsum: exact, never mean of means."""
+    onehot_BxD = jax.nn.one_hot(domain_B, num_domains, dtype=jnp.float32)
+    sums_D = jnp.einsum("bt,bt,bd->d", values_BxT.astype(jnp.float32), mask_BxT, onehot_BxD)
+    counts_D = jnp.einsum("bt,bd->d", mask_BxT, onehot_BxD)
+    return sums_D, counts_D
+
+
+def safe_ratio(num: jax.Array, den: jax.Array) -> jax.Array:
+    """num / den, NaN where den == 0 (a domain absent from this batch has no value)."""
+    return jnp.where(den > 0, num / jnp.maximum(den, 1e-30), jnp.nan)
+
+
+def next_token_stats(logits_BxTxV: jax.Array, targets_BxT: jax.Array):
+    """(per-token cross-entropy, per-token argmax correctness), float32."""
+    logp_BxTxV = jax.nn.log_softmax(logits_BxTxV.astype(jnp.float32), axis=-1)
+    token_logp_BxT = jnp.take_along_axis(logp_BxTxV, targets_BxT[..., None], axis=-1)[..., 0]
+    correct_BxT = (jnp.argmax(logits_BxTxV, axis=-1) == targets_BxT).astype(jnp.float32)
+    return -token_logp_BxT, correct_BxT
+
+
+def as_numpy_tree(tree: Any) -> Any:
+    return jax.tree.map(np.asarray, tree)
