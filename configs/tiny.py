@@ -16,3 +16,13 @@ def get_config() -> ConfigDict:
     c.checkpoint.every = 10
     c.log.every = 5
     return c
+
+
+def with_all_hooks(c: ConfigDict) -> ConfigDict:
+    """Every built-in hook on, every step (used by tests and the quickstart)."""
+    for name in ("heldout", "train_domains", "probes", "memorization"):
+        c.hooks[name].enabled = True
+        c.hooks[name].every = 1
+    c.hooks.probes.builtin_items = 8
+    c.hooks.memorization.examples = 6
+    return c

@@ -170,4 +170,8 @@ def load(path: str | pathlib.Path) -> ConfigDict:
     spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
         raise ConfigError(f"config file {path} has no get_config()")
-    return validate(module.get_config())
+    try:
+        config = module.get_config()
+    except (TypeError, KeyError, AttributeError) as e:  # ConfigDict's own type/key checks
+        raise ConfigError(f"{path}: {e}") from e
+    return validate(config)

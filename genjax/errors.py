@@ -6,11 +6,13 @@ from __future__ import annotations
 def user_errors() -> tuple[type[Exception], ...]:
     from genjax.config import ConfigError
     from genjax.data.sources import DataError
+    from genjax.hooks.probes import ProbeError
     from genjax.sharding import MeshError
+    from genjax.tpu.compile import CompileError
     from genjax.train.trainer import WorkdirError
 
-    errors: list[type[Exception]] = [ConfigError, DataError, MeshError, WorkdirError,
-                                     FileNotFoundError]
+    errors: list[type[Exception]] = [ConfigError, DataError, MeshError, WorkdirError, ProbeError,
+                                     CompileError, FileNotFoundError]
     try:
         from genjax.stream.store import StreamError
 

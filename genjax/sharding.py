@@ -87,15 +87,15 @@ def _check_divisible(name: str, shape, spec: PartitionSpec, mesh: Mesh) -> None:
 def param_shardings(abstract_params, mesh: Mesh, rules: Rules):
     """NamedSharding for every parameter, from its logical axis names."""
 
-    def one(path, var):
-        spec = logical_to_spec(var.get_metadata().get("sharding") or (), rules)
+    def one(path, var, logical):
+        spec = logical_to_spec(tuple(logical), rules)  # logical: a PartitionSpec of names
         spec = PartitionSpec(*spec, *([None] * (len(var.shape) - len(spec))))
         _check_divisible(jax.tree_util.keystr(path), var.shape, spec, mesh)
         return var.replace(NamedSharding(mesh, spec))
 
     return jax.tree_util.tree_map_with_path(
-        one, abstract_params, is_leaf=lambda x: isinstance(x, nnx.Variable)
-    )
+        one, abstract_params, nnx.get_partition_spec(abstract_params),
+        is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
 def batch_sharding(mesh: Mesh, rules: Rules, ndim: int = 2) -> NamedSharding:

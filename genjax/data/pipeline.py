@@ -77,10 +77,25 @@ class Data:
         """The whole global batch of `step` (for tests and for memorization sets)."""
         return self.mixture(TRAIN).batch(global_batch)[step]
 
-    def heldout_rows(self, rows_per_domain: int) -> dict[str, np.ndarray]:
-        """`rows_per_domain` held-out rows of every domain, grouped by domain."""
-        rows = [self.example(ds[i]) for ds in self._rows(HELDOUT) for i in range(rows_per_domain)]
+    def heldout_rows(self, rows_per_domain: int, offset: int = 0) -> dict[str, np.ndarray]:
+        """Held-out rows [offset, offset + rows_per_domain) of every domain, grouped by domain."""
+        rows = [self.example(ds[i]) for ds in self._rows(HELDOUT)
+                for i in range(offset, offset + rows_per_domain)]
         return stack(rows)
+
+    def first_train_rows(self, rows_per_domain: int) -> tuple[dict[str, np.ndarray], int]:
+        """The first training rows of each domain in stream order, and the last stream index
+        used (rows are trained on by step `index // global_batch`)."""
+        stream, picked, index = self.mixture(TRAIN), [], 0
+        counts = [0] * len(self.domains)
+        while min(counts) < rows_per_domain:
+            row = stream[index]
+            if counts[int(row["domain"])] < rows_per_domain:
+                counts[int(row["domain"])] += 1
+                picked.append(row)
+            index += 1
+        picked.sort(key=lambda r: int(r["domain"]))
+        return stack(picked), index - 1
 
     def probe_items(self, n_per_family: int) -> list[ProbeItem]:
         items = []

@@ -1,0 +1,33 @@
+"""Llama-style ~1.1B-parameter LM (Llama-3.2-1B shape, smaller vocabulary) for a TPU slice.
+
+What it is for: the largest preset, sized for v5p-8 or a v5e/v6e slice of 16+ chips; check the
+fit first with `genjax compile --config configs/llama_1b.py --topology v5p-8`. d_model 2048,
+16 layers, 32 query heads and 8 KV heads of width 64 (grouped-query attention), SwiGLU d_ff
+8192, untied 32768-token vocabulary, context 2048; bf16 compute, f32 params and optimizer
+state, FSDP over every chip, remat per block. Data are the built-in synthetic domains so it
+runs anywhere; set `data.files` and `data.tokenizer='sentencepiece'` for a real run. Every
+built-in hook is on, so a compile report shows what monitoring costs.
+"""
+
+from genjax.config import ConfigDict, base_config
+
+
+def get_config() -> ConfigDict:
+    c = base_config()
+    c.model.update(vocab_size=32768, d_model=2048, n_layers=16, n_heads=32, n_kv_heads=8,
+                   head_dim=64, d_ff=8192, tie_embeddings=False, rope_theta=500_000.0,
+                   compute_dtype="bfloat16", remat=True)
+    c.train.update(steps=50_000, batch_size=256, seq_len=2048)
+    c.optim.update(lr=3e-4, warmup_steps=2000, weight_decay=0.1)
+    c.mesh.update(data=1, fsdp=-1, tensor=1)
+    c.data.domains = ConfigDict({
+        "arith": {"kind": "modular_arithmetic", "weight": 1.0, "modulus": 97},
+        "grammar": {"kind": "grammar", "weight": 1.0},
+        "kv": {"kind": "kv_lookup", "weight": 1.0},
+    })
+    for name in ("heldout", "train_domains", "probes", "memorization"):
+        c.hooks[name].enabled = True
+    c.hooks.heldout.batch_size = 64
+    c.checkpoint.every = 1000
+    c.log.every = 50
+    return c

@@ -1,0 +1,134 @@
+"""Per-domain hooks: held-out loss/accuracy and gap, train-batch loss, memorization.
+
+All per-domain values come from summed losses and token counts (`domain_sums`), so a domain's
+value is exactly its token-weighted mean, never a mean of means.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from genjax.hooks.base import MetricSpec, StepContext, domain_sums, next_token_stats, safe_ratio
+
+
+def _domain_spec(name: str, domains: list[str], description: str, unit: str = "") -> MetricSpec:
+    return MetricSpec(name, ("domain",), (len(domains),), description, unit,
+                      labels={"domain": tuple(domains)})
+
+
+def _per_domain(apply_fn, params, data, num_domains):
+    """(loss_D, accuracy_D, tokens_D) of a forward pass over `data` rows."""
+    logits_BxTxV = apply_fn(params, data["inputs"])
+    loss_BxT, correct_BxT = next_token_stats(logits_BxTxV, data["targets"])
+    loss_sum_D, count_D = domain_sums(loss_BxT, data["loss_mask"], data["domain"], num_domains)
+    correct_sum_D, _ = domain_sums(correct_BxT, data["loss_mask"], data["domain"], num_domains)
+    return safe_ratio(loss_sum_D, count_D), safe_ratio(correct_sum_D, count_D), count_D
+
+
+def train_batch_by_domain(ctx: StepContext, num_domains: int):
+    """(loss_D, accuracy_D, tokens_D) of the train batch, from the step's own forward pass."""
+    loss_sum_D, count_D = domain_sums(ctx.token_loss_BxT, ctx.loss_mask_BxT, ctx.domain_B,
+                                      num_domains)
+    correct_sum_D, _ = domain_sums(ctx.token_correct_BxT, ctx.loss_mask_BxT, ctx.domain_B,
+                                   num_domains)
+    return safe_ratio(loss_sum_D, count_D), safe_ratio(correct_sum_D, count_D), count_D
+
+
+@dataclasses.dataclass
+class HeldoutHook:
+    """Loss and next-token accuracy per domain on fixed held-out rows, and the gap
+    held-out loss minus this step's train-batch loss (NaN for a domain absent from the batch)."""
+
+    rows: dict[str, np.ndarray]  # inputs, targets, loss_mask, domain: held-out rows
+    domains: list[str]
+    every: int = 1
+    name: str = "heldout"
+
+    def schema(self):
+        d = self.domains
+        return (
+            _domain_spec("heldout/loss", d, "token-weighted held-out cross-entropy",
+                         "nats/token"),
+            _domain_spec("heldout/accuracy", d, "held-out next-token argmax accuracy"),
+            _domain_spec("gap/loss", d, "held-out loss minus train-batch loss", "nats/token"),
+        )
+
+    def data(self):
+        return self.rows
+
+    def compute(self, params, apply_fn, data, ctx):
+        loss_D, acc_D, _ = _per_domain(apply_fn, params, data, len(self.domains))
+        train_loss_D, _, _ = train_batch_by_domain(ctx, len(self.domains))
+        return {"heldout/loss": loss_D, "heldout/accuracy": acc_D,
+                "gap/loss": loss_D - train_loss_D}
+
+
+@dataclasses.dataclass
+class TrainDomainsHook:
+    """Per-domain loss, accuracy and token count of the train batch: no extra FLOPs."""
+
+    domains: list[str]
+    every: int = 1
+    name: str = "train_domains"
+
+    def schema(self):
+        d = self.domains
+        return (
+            _domain_spec("train_domains/loss", d, "train-batch cross-entropy per domain",
+                         "nats/token"),
+            _domain_spec("train_domains/accuracy", d, "train-batch next-token accuracy"),
+            _domain_spec("train_domains/tokens", d, "loss tokens per domain in the batch",
+                         "tokens"),
+        )
+
+    def data(self):
+        return ()
+
+    def compute(self, params, apply_fn, data, ctx):
+        loss_D, acc_D, tokens_D = train_batch_by_domain(ctx, len(self.domains))
+        return {"train_domains/loss": loss_D, "train_domains/accuracy": acc_D,
+                "train_domains/tokens": tokens_D}
+
+
+@dataclasses.dataclass
+class MemorizationHook:
+    """Loss on training rows the model saw in its first steps against fresh held-out rows of
+    the same domains; `memorization/gap` = fresh - seen (large: memorized, ~0: generalizes)."""
+
+    seen: dict[str, np.ndarray]
+    fresh: dict[str, np.ndarray]
+    seen_by_step: int  # every seen row was trained on at or before this step
+    domains: list[str]
+    every: int = 1
+    name: str = "memorization"
+
+    def schema(self):
+        d = self.domains
+        return (
+            _domain_spec("memorization/seen_loss", d,
+                         f"loss on fixed train rows seen by step {self.seen_by_step}",
+                         "nats/token"),
+            _domain_spec("memorization/fresh_loss", d, "loss on fresh held-out rows",
+                         "nats/token"),
+            _domain_spec("memorization/gap", d, "fresh minus seen loss", "nats/token"),
+        )
+
+    def data(self):
+        rows = {k: np.concatenate([self.seen[k], self.fresh[k]]) for k in self.seen}
+        rows["is_seen"] = np.concatenate([np.ones(len(self.seen["domain"]), np.float32),
+                                          np.zeros(len(self.fresh["domain"]), np.float32)])
+        return rows
+
+    def compute(self, params, apply_fn, data, ctx):
+        n = len(self.domains)
+        logits_BxTxV = apply_fn(params, data["inputs"])
+        loss_BxT, _ = next_token_stats(logits_BxTxV, data["targets"])
+        seen_mask = data["loss_mask"] * data["is_seen"][:, None]
+        fresh_mask = data["loss_mask"] * (1.0 - data["is_seen"])[:, None]
+        seen_sum, seen_n = domain_sums(loss_BxT, seen_mask, data["domain"], n)
+        fresh_sum, fresh_n = domain_sums(loss_BxT, fresh_mask, data["domain"], n)
+        seen_D, fresh_D = safe_ratio(seen_sum, seen_n), safe_ratio(fresh_sum, fresh_n)
+        return {"memorization/seen_loss": seen_D, "memorization/fresh_loss": fresh_D,
+                "memorization/gap": fresh_D - seen_D}

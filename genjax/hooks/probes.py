@@ -1,0 +1,249 @@
+"""Contrastive probes: is the correct continuation likelier than the pattern-matching one?
+
+Loads the mode-hopping suite's JSONL shape as it is (rows with `split` demo/test) and K-shot
+samples demos (`none`, `random`, `ordered`, `balanced`) with `random.Random(seed)`. Each item
+is teacher-forced as `context = prompt + " "`, then each answer's tokens. The two answers share
+one pass over the context: the row is [context | correct | incorrect] and an attention mask
+lets each answer see the context and its own earlier tokens but not the other answer; answer
+positions continue from the context, so each answer is scored exactly as if it followed the
+context alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import random
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from genjax.data.sources import ProbeItem
+from genjax.data.tokenizers import Tokenizer
+from genjax.hooks.base import MetricSpec
+
+SEG_PAD, SEG_CONTEXT, SEG_CORRECT, SEG_INCORRECT = 0, 1, 2, 3
+
+
+class ProbeError(ValueError):
+    """A malformed probe file: names the file and line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Demo:
+    prompt: str
+    answer: str
+    label: int | None
+    demo_set: int
+
+
+def load_probe_file(path: str | pathlib.Path, family: str, shots: int = 0,
+                    sampling: str = "random", seeds: int = 1,
+                    joiner: str = "\n") -> list[ProbeItem]:
+    """Reads a published-format probe JSONL file into items, K-shot demos included."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ProbeError(f"probe file not found: {path}")
+    demos: list[_Demo] = []
+    tests: list[tuple[str, str, str]] = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ProbeError(f"{where}: invalid JSON ({e.msg})") from e
+            if not isinstance(row, dict):
+                raise ProbeError(f"{where}: a row must be a JSON object")
+            split = row.get("split", "test")
+            if split == "demo":
+                _require(row, ("prompt", "answer"), where)
+                label = row.get("label")
+                if label is not None and label not in (0, 1):
+                    raise ProbeError(f"{where}: 'label' must be 0 or 1, got {label!r}")
+                demo_set = row.get("demo_set", 0)
+                if not isinstance(demo_set, int):
+                    raise ProbeError(f"{where}: 'demo_set' must be an int")
+                demos.append(_Demo(row["prompt"], row["answer"], label, demo_set))
+            elif split == "test":
+                _require(row, ("prompt", "correct_answer", "incorrect_answer"), where)
+                tests.append((row["prompt"], row["correct_answer"], row["incorrect_answer"]))
+            else:
+                raise ProbeError(f"{where}: 'split' must be 'demo' or 'test', got {split!r}")
+    if not tests:
+        raise ProbeError(f"{path}: no test rows")
+    k = 0 if sampling == "none" else shots
+    sets = sorted({d.demo_set for d in demos})
+    items = []
+    for seed in range(seeds):
+        rng = random.Random(seed)
+        pool = [d for d in demos if d.demo_set == sets[seed % len(sets)]] if sets else []
+        if k and len(pool) < k:
+            raise ProbeError(f"{path}: {k}-shot sampling needs {k} demo rows, found {len(pool)}")
+        for prompt, correct, incorrect in tests:
+            chosen = _sample_demos(pool, k, sampling, rng, path)
+            blocks = [f"{d.prompt} {d.answer}" for d in chosen] + [prompt]
+            items.append(ProbeItem(family, joiner.join(blocks), correct, incorrect))
+    return items
+
+
+def _require(row: dict, keys: tuple[str, ...], where: str) -> None:
+    for key in keys:
+        if not isinstance(row.get(key), str):
+            raise ProbeError(f"{where}: missing string field '{key}'")
+
+
+def _sample_demos(pool: list[_Demo], k: int, sampling: str, rng: random.Random,
+                  path: pathlib.Path) -> list[_Demo]:
+    if k == 0:
+        return []
+    if sampling == "ordered":
+        return pool[:k]
+    if sampling == "random":
+        return rng.sample(pool, k)
+    if sampling == "balanced":
+        by_label = {lab: [d for d in pool if d.label == lab] for lab in (0, 1)}
+        if any(len(v) < k // 2 for v in by_label.values()):
+            raise ProbeError(f"{path}: balanced sampling needs {k // 2} demos of each label")
+        chosen = rng.sample(by_label[0], k // 2) + rng.sample(by_label[1], k - k // 2)
+        rng.shuffle(chosen)
+        return chosen
+    raise ProbeError(f"unknown demo sampling {sampling!r}")
+
+
+def answer_tokens(tokenizer: Tokenizer, prompt: str, answer: str) -> tuple[list[int], list[int]]:
+    """(context tokens of `prompt + " "`, answer tokens after them in `prompt + " " + answer`)."""
+    context = tokenizer.encode(prompt + " ")
+    full = tokenizer.encode(prompt + " " + answer)
+    if full[: len(context)] == context:
+        return context, full[len(context):]
+    return context, tokenizer.encode(answer)  # tokenizer merged across the boundary
+
+
+def encode_items(items: list[ProbeItem], tokenizer: Tokenizer, context_len: int = 0,
+                 answer_len: int = 0) -> dict[str, np.ndarray]:
+    """Token rows [context (left-padded) | correct | incorrect] with segment ids, positions,
+    and for every answer token the row position whose logits predict it."""
+    encoded = []
+    for it in items:
+        ctx, good = answer_tokens(tokenizer, it.prompt, it.correct)
+        _, bad = answer_tokens(tokenizer, it.prompt, it.incorrect)
+        if not good or not bad:
+            raise ProbeError(f"probe item of family {it.family!r} has an empty answer")
+        encoded.append((ctx, good, bad))
+    lp = context_len or max(len(c) for c, _, _ in encoded)
+    la = answer_len or max(max(len(g), len(b)) for _, g, b in encoded)
+    n, s = len(items), lp + 2 * la
+    tokens = np.full((n, s), tokenizer.pad_id, np.int32)
+    segment = np.zeros((n, s), np.int32)
+    positions = np.zeros((n, s), np.int32)
+    predictor = np.zeros((n, s), np.int32)  # row position whose logits predict this token
+    for i, (ctx, good, bad) in enumerate(encoded):
+        ctx = ctx[-lp:]  # keep the end of an over-long context
+        if len(good) > la or len(bad) > la:
+            raise ProbeError(f"probe answer longer than hooks.probes.answer_len={la}")
+        c0 = lp - len(ctx)
+        tokens[i, c0:lp], segment[i, c0:lp] = ctx, SEG_CONTEXT
+        positions[i, c0:lp] = np.arange(len(ctx))
+        for seg, ans, start in ((SEG_CORRECT, good, lp), (SEG_INCORRECT, bad, lp + la)):
+            span = slice(start, start + len(ans))
+            tokens[i, span], segment[i, span] = ans, seg
+            positions[i, span] = len(ctx) + np.arange(len(ans))
+            predictor[i, span] = [lp - 1] + list(range(start, start + len(ans) - 1))
+    return {"tokens": tokens, "segment": segment, "positions": positions,
+            "predictor": predictor}
+
+
+def probe_mask(segment_NxS: jax.Array) -> jax.Array:
+    """[N, S, S] attention: causal, each answer sees the context and itself; pads see self."""
+    s = segment_NxS.shape[1]
+    causal = jnp.tril(jnp.ones((s, s), bool))
+    q, k = segment_NxS[:, :, None], segment_NxS[:, None, :]
+    visible = (k == SEG_CONTEXT) | ((k == q) & (q != SEG_PAD))
+    return (causal & visible) | jnp.eye(s, dtype=bool)
+
+
+def score_items(apply_fn, params, data) -> dict[str, jax.Array]:
+    """Per item: summed log-prob and mean token probability of each answer."""
+    logits_NxSxV = apply_fn(params, data["tokens"], data["positions"], probe_mask(data["segment"]))
+    logz_NxS = jax.nn.logsumexp(logits_NxSxV, axis=-1)
+    pred = data["predictor"]
+    logits_at_pred = jnp.take_along_axis(logits_NxSxV, pred[..., None], axis=1)
+    token_logit_NxS = jnp.take_along_axis(logits_at_pred, data["tokens"][..., None], axis=2)[..., 0]
+    token_logp_NxS = token_logit_NxS - jnp.take_along_axis(logz_NxS, pred, axis=1)
+    out = {}
+    for name, seg in (("correct", SEG_CORRECT), ("incorrect", SEG_INCORRECT)):
+        m = (data["segment"] == seg).astype(jnp.float32)
+        out[f"{name}_logp"] = jnp.sum(token_logp_NxS * m, axis=1)
+        out[f"{name}_avg_prob"] = jnp.sum(jnp.exp(token_logp_NxS) * m, axis=1) / jnp.sum(m, 1)
+    return out
+
+
+@dataclasses.dataclass
+class ProbeHook:
+    """Per family: hard accuracy, soft margin, log-prob margin; per item: both margins."""
+
+    items: list[ProbeItem]
+    tokenizer: Tokenizer
+    every: int = 1
+    context_len: int = 0
+    answer_len: int = 0
+    name: str = "probes"
+
+    def __post_init__(self):
+        if not self.items:
+            raise ProbeError("the probe hook has no items (no built-in families, no files)")
+        self.families = sorted({it.family for it in self.items})
+        counts: dict[str, int] = {}
+        self.item_labels = []
+        for it in self.items:
+            counts[it.family] = counts.get(it.family, 0) + 1
+            self.item_labels.append(f"{it.family}/{counts[it.family] - 1}")
+        self.encoded = encode_items(self.items, self.tokenizer, self.context_len,
+                                    self.answer_len)
+        fam_index = {f: i for i, f in enumerate(self.families)}
+        self.encoded["family"] = np.asarray([fam_index[it.family] for it in self.items],
+                                            np.int32)
+
+    def schema(self):
+        fam, items = tuple(self.families), tuple(self.item_labels)
+        f, n = len(fam), len(items)
+
+        def per_family(name, desc):
+            return MetricSpec(name, ("family",), (f,), desc, labels={"family": fam})
+
+        def per_item(name, desc, unit=""):
+            return MetricSpec(name, ("item",), (n,), desc, unit, labels={"item": items})
+
+        return (
+            per_family("probes/accuracy", "fraction of items whose correct answer has the "
+                       "higher mean token probability"),
+            per_family("probes/soft_margin", "mean over items of P(correct) - P(incorrect), "
+                       "P = mean token probability"),
+            per_family("probes/logp_margin", "mean over items of log P(correct) - "
+                       "log P(incorrect), summed over answer tokens"),
+            per_item("probes/item_margin", "P(correct) - P(incorrect), mean token probability"),
+            per_item("probes/item_logp_margin", "summed log-prob margin correct - incorrect",
+                     "nats"),
+        )
+
+    def data(self):
+        return self.encoded
+
+    def compute(self, params, apply_fn, data, ctx):
+        s = score_items(apply_fn, params, data)
+        margin_N = s["correct_avg_prob"] - s["incorrect_avg_prob"]
+        logp_margin_N = s["correct_logp"] - s["incorrect_logp"]
+        win_N = (s["correct_avg_prob"] > s["incorrect_avg_prob"]).astype(jnp.float32)
+        onehot_NxF = jax.nn.one_hot(data["family"], len(self.families), dtype=jnp.float32)
+        count_F = onehot_NxF.sum(0)
+        family_mean = lambda v_N: (v_N @ onehot_NxF) / count_F
+        return {"probes/accuracy": family_mean(win_N),
+                "probes/soft_margin": family_mean(margin_N),
+                "probes/logp_margin": family_mean(logp_margin_N),
+                "probes/item_margin": margin_N,
+                "probes/item_logp_margin": logp_margin_N}

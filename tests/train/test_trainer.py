@@ -1,0 +1,104 @@
+"""Trainer: sharded == single device, resume == uninterrupted, quickstart learns."""
+
+import jax
+import numpy as np
+import pytest
+
+from genjax.config import load
+from genjax.data import TRAIN, build_data
+from genjax.stream.sinks import MemorySink
+from genjax.train.trainer import Trainer
+from tests.conftest import CONFIGS
+
+# float32 on CPU: reductions split over 8 shards reorder sums; 5 steps stay within this.
+SHARDED_TOL = 2e-4
+
+
+def run(config, workdir, devices=1, stop_after=None, sinks=()):
+    """Trains on the first `devices` devices (1 keeps most tests fast on 2 cores)."""
+    return Trainer(config, workdir, devices=jax.devices()[:devices],
+                   sinks=list(sinks)).run(stop_after)
+
+
+def test_sharded_matches_single_device(tiny_config, tmp_path):
+    tiny_config.train.steps = 5
+    single = run(tiny_config, tmp_path / "one")
+    tiny_config.mesh.update(data=1, fsdp=4, tensor=2)
+    sharded = run(tiny_config, tmp_path / "eight", devices=8)
+    assert len(jax.devices()) == 8
+    a = np.array([single.losses[s] for s in range(5)])
+    b = np.array([sharded.losses[s] for s in range(5)])
+    np.testing.assert_allclose(a, b, rtol=0, atol=SHARDED_TOL)
+    assert a[-1] < a[0]  # it is training, not replaying constants
+
+
+def test_param_shardings_follow_rules(tiny_config, tmp_path):
+    tiny_config.mesh.update(data=1, fsdp=4, tensor=2)
+    trainer = Trainer(tiny_config, tmp_path)
+    state = trainer.program.init_state()
+    wq = state.params["blocks"][0]["attn"]["wq"][...]
+    # wq is (embed, heads, head_dim) -> (fsdp, tensor, None)
+    assert wq.sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor", None)
+    assert wq.addressable_shards[0].data.shape == (32 // 4, 4 // 2, 8)
+    mu = state.opt_state[1][0].mu["blocks"][0]["attn"]["wq"][...]
+    assert mu.sharding.spec == wq.sharding.spec
+
+
+def test_resume_matches_uninterrupted(tiny_config, tmp_path):
+    tiny_config.train.steps = 8
+    tiny_config.checkpoint.every = 3
+    full = run(tiny_config, tmp_path / "full")
+    first = run(tiny_config, tmp_path / "split", stop_after=5)
+    assert first.final_step == 5 and first.stopped_early
+    second = run(tiny_config, tmp_path / "split")
+    assert min(second.losses) == 5  # resumed, did not start over
+    resumed = {**first.losses, **second.losses}
+    np.testing.assert_allclose([resumed[s] for s in range(8)],
+                               [full.losses[s] for s in range(8)], rtol=0, atol=1e-6)
+    leaves = lambda r: jax.tree.leaves(jax.device_get(r.state.params))
+    for a, b in zip(leaves(second), leaves(full), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_grad_accumulation_matches_full_batch(tiny_config, tmp_path):
+    tiny_config.train.steps = 3
+    whole = run(tiny_config, tmp_path / "whole", devices=2)
+    tiny_config.train.grad_accum = 2
+    accum = run(tiny_config, tmp_path / "accum", devices=2)
+    np.testing.assert_allclose([accum.losses[s] for s in range(3)],
+                               [whole.losses[s] for s in range(3)], atol=1e-5)
+
+
+def test_quickstart_learns(tmp_path):
+    """Loss falls below the data's unigram entropy within 150 steps of the quickstart."""
+    config = load(CONFIGS / "quickstart.py")
+    config.train.steps = 150
+    for name in ("heldout", "probes", "memorization"):
+        config.hooks[name].enabled = False
+    sink = MemorySink()
+    result = run(config, tmp_path, sinks=[sink])
+    batch = build_data(config).mixture(TRAIN).batch(256)[0]
+    counts = np.bincount(batch["targets"].ravel(), minlength=config.model.vocab_size)
+    p = counts[counts > 0] / counts.sum()
+    unigram_entropy = float(-(p * np.log(p)).sum())
+    first = np.mean([result.losses[s] for s in range(5)])
+    last = np.mean([result.losses[s] for s in range(140, 150)])
+    assert first > unigram_entropy  # starts near log(vocab)
+    assert last < unigram_entropy - 1.0, (last, unigram_entropy)
+
+
+def test_bf16_compute_and_remat_train(tiny_config, tmp_path):
+    tiny_config.train.steps = 3
+    tiny_config.model.update(compute_dtype="bfloat16", param_dtype="float32", remat=True,
+                             tie_embeddings=False)
+    result = run(tiny_config, tmp_path)
+    assert all(np.isfinite(v) for v in result.losses.values())
+
+
+@pytest.mark.parametrize("mesh", [dict(data=3), dict(fsdp=3, data=1), dict(data=-1, fsdp=-1)])
+def test_bad_mesh_is_rejected(tiny_config, tmp_path, mesh):
+    from genjax.sharding import MeshError
+
+    tiny_config.mesh.update(**mesh)
+    with pytest.raises(MeshError, match="mesh"):
+        Trainer(tiny_config, tmp_path)
