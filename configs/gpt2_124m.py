@@ -21,14 +21,18 @@ def get_config() -> ConfigDict:
     c.train.update(steps=20_000, batch_size=256, seq_len=1024)
     c.optim.update(lr=6e-4, warmup_steps=700, weight_decay=0.1)
     c.mesh.update(data=1, fsdp=-1, tensor=1)
+    # Four domains so that the hooks' rows (64 held-out, 32 + 32 memorization, 128 probe items)
+    # split evenly over up to 64 chips: hook data that does not divide is replicated instead.
     c.data.domains = ConfigDict({
         "arith": {"kind": "modular_arithmetic", "weight": 1.0, "modulus": 97},
         "grammar": {"kind": "grammar", "weight": 1.0},
         "kv": {"kind": "kv_lookup", "weight": 1.0},
+        "kv_long": {"kind": "kv_lookup", "weight": 1.0, "num_pairs": 8},
     })
     for name in ("heldout", "train_domains", "probes", "memorization"):
         c.hooks[name].enabled = True
     c.hooks.heldout.batch_size = 64  # held-out rows per step: a quarter of the train batch
+    c.hooks.memorization.examples = 32  # 32 seen + 32 fresh rows
     c.checkpoint.every = 1000
     c.log.every = 50
     return c

@@ -231,12 +231,13 @@ class ProgramCost:
                 + self.code_bytes)
 
 
-def _hbm_exhausted(message: str) -> str | None:
-    """'Used 20.1G of 15.75G hbm' from the TPU compiler's out-of-memory error, if it is one."""
-    if "RESOURCE_EXHAUSTED" not in message and "hbm" not in message.lower():
+def _hbm_exhausted(message: str) -> tuple[str, str] | None:
+    """(needed, usable) HBM from the TPU compiler's out-of-memory error; None if not one."""
+    if "RESOURCE_EXHAUSTED" not in message or "HBM" not in message.upper():
         return None
-    m = re.search(r"Used ([\d.]+[KMGT]?) of ([\d.]+[KMGT]?) hbm", message)
-    return f"{m.group(1)}B of {m.group(2)}B" if m else "more than"
+    m = (re.search(r"\(([\d.]+[KMGT]?)\) exceeds available HBM \(([\d.]+[KMGT]?)\)", message)
+         or re.search(r"Used ([\d.]+[KMGT]?) of ([\d.]+[KMGT]?) hbm", message))
+    return (f"{m.group(1)}B", f"{m.group(2)}B") if m else ("more", "what is")
 
 
 def compile_program(program, topology: Topology) -> ProgramCost:
@@ -247,14 +248,14 @@ def compile_program(program, topology: Topology) -> ProgramCost:
     try:
         compiled = program.step_fn.lower(*program.abstract_args()).compile()
     except jax.errors.JaxRuntimeError as e:
-        used = _hbm_exhausted(str(e))
-        if used is None:
+        hbm = _hbm_exhausted(str(e))
+        if hbm is None:
             raise
         gen = topology.generation
-        raise CompileError(f"does not fit: the TPU compiler needs {used} HBM per chip, "
-                           f"{gen.name} has {gen.hbm_gib:g} GiB; shrink train.batch_size, "
-                           f"raise train.grad_accum, turn on model.remat or use more "
-                           f"chips") from e
+        raise CompileError(f"does not fit: the TPU compiler needs {hbm[0]} of HBM per chip "
+                           f"where {hbm[1]} is usable, {gen.name} has {gen.hbm_gib:g} GiB; "
+                           f"shrink train.batch_size, raise train.grad_accum, turn on "
+                           f"model.remat or use more chips") from e
     seconds = time.perf_counter() - start
     mem = compiled.memory_analysis()
     cost = compiled.cost_analysis()
@@ -322,9 +323,17 @@ def compile_report(config, topology: Topology) -> dict[str, Any]:
             f"does not fit: needs {(params_bytes + opt_bytes) / GiB:.2f} GiB per chip for "
             f"parameters and optimizer state alone, {gen.name} has {gen.hbm_gib:g} GiB; use "
             f"more chips or shard more (mesh.fsdp)")
-    cost = compile_program(with_hooks, topology)
     bare_cost = (compile_program(program(data=with_hooks.data, hooks=[]), topology)
                  if with_hooks.hooks else None)
+    try:
+        cost = compile_program(with_hooks, topology)
+    except CompileError as e:
+        if bare_cost is None:
+            raise
+        raise CompileError(f"{e}; without its hooks the step needs "
+                           f"{bare_cost.total_bytes / GiB:.2f} GiB, so the hooks' eval data "
+                           f"is what does not fit (fewer hook rows, or rows that divide the "
+                           f"data x fsdp axes)") from e
 
     model = ModelConfig.from_config(config.model)
     tokens = config.train.batch_size * config.train.seq_len

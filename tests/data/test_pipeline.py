@@ -1,0 +1,100 @@
+"""Data: deterministic from the seed, held-out never trained on, per-process slices."""
+
+import numpy as np
+import pytest
+
+from genjax.data import HELDOUT, TRAIN, DataError, build_data
+from genjax.data.sources import is_heldout
+
+
+def problems(data, rows):
+    """Complete problem lines in token rows (the first and last line of a row may be cut)."""
+    out = set()
+    for r in rows:
+        lines = data.tokenizer.decode(r).split("\n")
+        out.update(lines[1:-1])
+    return out
+
+
+def test_same_seed_same_batches_other_seed_differs(tiny_config):
+    a, b = build_data(tiny_config), build_data(tiny_config)
+    for step in (0, 7):
+        x, y = a.train_batch(step, 8), b.train_batch(step, 8)
+        for k in x:
+            np.testing.assert_array_equal(x[k], y[k])
+    tiny_config.seed = 1
+    c = build_data(tiny_config)
+    assert not np.array_equal(a.train_batch(0, 8)["inputs"], c.train_batch(0, 8)["inputs"])
+
+
+def test_iterator_resumes_at_step_and_splits_processes(tiny_config):
+    data = build_data(tiny_config)
+    whole = data.train_batch(5, 8)
+    it = data.train_batches(8, start_step=5)
+    np.testing.assert_array_equal(next(it)["inputs"], whole["inputs"])
+    halves = [next(data.train_batches(8, 5, p, 2))["inputs"] for p in range(2)]
+    np.testing.assert_array_equal(np.concatenate(halves), whole["inputs"])
+
+
+def test_heldout_problems_never_in_training(tiny_config):
+    data = build_data(tiny_config)
+    train_rows = np.concatenate([data.train_batch(s, 8)["inputs"] for s in range(40)])
+    held = data.heldout_rows(60)
+    held_problems = problems(data, held["inputs"])
+    train_problems = problems(data, train_rows)
+    assert len(held_problems) > 50 and len(train_problems) > 300
+    assert not held_problems & train_problems
+    frac = tiny_config.data.heldout_fraction
+    assert all(is_heldout(p, frac) for p in held_problems)
+    assert not any(is_heldout(p, frac) for p in train_problems)
+
+
+def test_modular_arithmetic_answers_are_correct(tiny_config):
+    data = build_data(tiny_config)
+    arith = data.domains[data.names.index("arith")]
+    for line in problems(data, [arith.row(i, TRAIN) for i in range(20)]):
+        lhs, answer = line.split("= ")
+        a, b = map(int, lhs.split("+"))
+        assert int(answer) == (a + b) % 23
+
+
+def test_text_files_become_domains(tiny_config, tmp_path):
+    docs = [f"document number {i} says hello" for i in range(40)]
+    (tmp_path / "web.txt").write_text("\n".join(docs) + "\n")
+    (tmp_path / "code.jsonl").write_text(
+        "\n".join(f'{{"text": "def f{i}(): return {i}"}}' for i in range(30)) + "\n")
+    tiny_config.data.domains = {}
+    tiny_config.data.files = str(tmp_path / "*.txt") + "," + str(tmp_path / "code.jsonl")
+    data = build_data(tiny_config)
+    assert data.names == ["web", "code"]
+    held = data.heldout_rows(1)
+    train_text = " ".join(data.tokenizer.decode(r) for r in data.train_batch(0, 8)["inputs"])
+    for row in held["inputs"]:
+        for doc in data.tokenizer.decode(row).split(chr(0xFFFD)):
+            if len(doc) > 20:
+                assert doc not in train_text
+    assert data.domains[0].num_rows(HELDOUT) >= 1
+
+
+@pytest.mark.parametrize("content,message", [
+    (None, "data file not found"),
+    ('{"text": 1}\n', ":1: row has no string field 'text'"),
+    ("{bad\n", ":1: invalid JSON"),
+    ("", "empty"),
+])
+def test_bad_text_files(tiny_config, tmp_path, content, message):
+    path = tmp_path / "corpus.jsonl"
+    if content is not None:
+        path.write_text(content)
+    tiny_config.data.files = str(path)
+    with pytest.raises(DataError, match=message):
+        build_data(tiny_config)
+
+
+def test_unknown_domain_option_and_kind(tiny_config):
+    tiny_config.data.domains.arith.modulo = 5
+    with pytest.raises(DataError, match="modulo"):
+        build_data(tiny_config)
+    tiny_config.data.domains = {"x": {"kind": "nope"}}
+    with pytest.raises(DataError, match="data.domains.x.kind"):
+        build_data(tiny_config)

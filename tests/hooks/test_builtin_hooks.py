@@ -1,0 +1,177 @@
+"""Every built-in hook equals an independent recomputation (separate forward passes in numpy),
+does not change training, honours `every` without recompiling, and is mesh-independent."""
+
+import jax
+import numpy as np
+import pytest
+
+from genjax.data import TRAIN
+from genjax.hooks.probes import ProbeHook
+from genjax.stream.sinks import MemorySink
+from genjax.train.trainer import Trainer
+
+TOL = 1e-5
+
+
+def log_softmax(x):
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def forward(trainer, params, tokens):
+    """A plain jitted forward of the model (no hook code involved)."""
+    return np.asarray(jax.jit(trainer.program.apply_fn)(params, np.asarray(tokens)), np.float64)
+
+
+def per_domain_reference(trainer, params, rows, num_domains):
+    """Token-weighted loss and accuracy per domain, one domain's rows at a time."""
+    loss, acc = np.full(num_domains, np.nan), np.full(num_domains, np.nan)
+    for d in range(num_domains):
+        sel = rows["domain"] == d
+        if not sel.any():
+            continue
+        logp = log_softmax(forward(trainer, params, rows["inputs"][sel]))
+        tgt, mask = rows["targets"][sel], rows["loss_mask"][sel]
+        nll = -np.take_along_axis(logp, tgt[..., None], -1)[..., 0]
+        hit = logp.argmax(-1) == tgt
+        loss[d] = (nll * mask).sum() / mask.sum()
+        acc[d] = (hit * mask).sum() / mask.sum()
+    return loss, acc
+
+
+def probe_reference(trainer, params, items, tokenizer):
+    """Scores each answer in its own plain causal pass over `prompt + " " + answer`
+    (right-padded to one length: causal attention makes the padding invisible)."""
+    texts = [it.prompt + " " + a for it in items for a in (it.correct, it.incorrect)]
+    width = max(len(tokenizer.encode(t)) for t in texts)
+    out = []
+    for it in items:
+        ctx = tokenizer.encode(it.prompt + " ")
+        scores = []
+        for answer in (it.correct, it.incorrect):
+            ids = tokenizer.encode(it.prompt + " " + answer)
+            padded = np.full((1, width), tokenizer.pad_id, np.int32)
+            padded[0, : len(ids) - 1] = ids[:-1]
+            logp = log_softmax(forward(trainer, params, padded))[0]
+            tok = np.asarray(ids[len(ctx):])
+            token_logp = logp[np.arange(len(ctx) - 1, len(ids) - 1), tok]
+            scores.append((token_logp.sum(), np.exp(token_logp).mean()))
+        out.append(scores)
+    return out
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    """Trains 3 steps, then runs step 3 keeping its pre-update params and metrics."""
+    import tiny
+
+    from genjax.config import load
+    from tests.conftest import CONFIGS
+
+    config = tiny.with_all_hooks(load(CONFIGS / "tiny.py"))
+    trainer = Trainer(config, tmp_path_factory.mktemp("hooks"), devices=jax.devices()[:1])
+    program, state = trainer.program, trainer.program.init_state()
+    batches = trainer.data.train_batches(config.train.batch_size)
+    for _ in range(3):
+        state, _ = program.step_fn(state, program.global_batch(next(batches)), trainer.hook_data)
+    params = jax.tree.map(np.array, jax.device_get(state.params))
+    batch = next(batches)
+    _, metrics = program.step_fn(state, program.global_batch(batch), trainer.hook_data)
+    return trainer, params, batch, jax.device_get(metrics)
+
+
+def test_train_domain_and_heldout_hooks(evaluated):
+    trainer, params, batch, m = evaluated
+    n = len(trainer.data.names)
+    train_loss, train_acc = per_domain_reference(trainer, params, batch, n)
+    np.testing.assert_allclose(m["train_domains/loss"], train_loss, atol=TOL)
+    np.testing.assert_allclose(m["train_domains/accuracy"], train_acc, atol=TOL)
+    counts = [batch["loss_mask"][batch["domain"] == d].sum() for d in range(n)]
+    np.testing.assert_array_equal(m["train_domains/tokens"], counts)
+    heldout = trainer.program.hook_host_data[[h.name for h in trainer.program.hooks]
+                                             .index("heldout")]
+    held_loss, held_acc = per_domain_reference(trainer, params, heldout, n)
+    np.testing.assert_allclose(m["heldout/loss"], held_loss, atol=TOL)
+    np.testing.assert_allclose(m["heldout/accuracy"], held_acc, atol=TOL)
+    np.testing.assert_allclose(m["gap/loss"], held_loss - train_loss, atol=TOL)
+    total = (batch["loss_mask"]).sum()
+    assert np.isclose(m["train/loss"], np.nansum(train_loss * counts) / total, atol=TOL)
+
+
+def test_memorization_hook(evaluated):
+    trainer, params, _, m = evaluated
+    hook = next(h for h in trainer.program.hooks if h.name == "memorization")
+    n = len(trainer.data.names)
+    seen, _ = per_domain_reference(trainer, params, hook.seen, n)
+    fresh, _ = per_domain_reference(trainer, params, hook.fresh, n)
+    np.testing.assert_allclose(m["memorization/seen_loss"], seen, atol=TOL)
+    np.testing.assert_allclose(m["memorization/fresh_loss"], fresh, atol=TOL)
+    np.testing.assert_allclose(m["memorization/gap"], fresh - seen, atol=TOL)
+    # the seen rows really are training rows the model was given at step <= seen_by_step
+    stream = trainer.data.mixture(TRAIN)
+    b = trainer.config.train.batch_size
+    trained = {stream[i]["inputs"].tobytes() for i in range((hook.seen_by_step + 1) * b)}
+    assert all(r.tobytes() in trained for r in hook.seen["inputs"])
+
+
+def test_probe_hook_matches_separate_passes(evaluated):
+    trainer, params, _, m = evaluated
+    hook = next(h for h in trainer.program.hooks if isinstance(h, ProbeHook))
+    ref = probe_reference(trainer, params, hook.items, trainer.data.tokenizer)
+    logp_margin = np.array([c[0] - i[0] for c, i in ref])
+    prob_margin = np.array([c[1] - i[1] for c, i in ref])
+    np.testing.assert_allclose(m["probes/item_logp_margin"], logp_margin, atol=1e-4)
+    np.testing.assert_allclose(m["probes/item_margin"], prob_margin, atol=TOL)
+    fams = np.array([it.family for it in hook.items])
+    for f, family in enumerate(hook.families):
+        sel = fams == family
+        np.testing.assert_allclose(m["probes/soft_margin"][f], prob_margin[sel].mean(), atol=TOL)
+        np.testing.assert_allclose(m["probes/logp_margin"][f], logp_margin[sel].mean(),
+                                   atol=1e-4)
+        wins = np.array([c[1] > i[1] for c, i in ref])[sel]
+        assert m["probes/accuracy"][f] == pytest.approx(wins.mean())
+
+
+def test_hooks_do_not_change_training(tiny_config, tiny_hooks_config, tmp_path):
+    import copy
+
+    plain = copy.deepcopy(tiny_config)
+    plain.train.steps = tiny_hooks_config.train.steps = 4
+    runs = []
+    for name, cfg in (("off", plain), ("on", tiny_hooks_config)):
+        result = Trainer(cfg, tmp_path / name, devices=jax.devices()[:1]).run()
+        runs.append(result)
+    off, on = runs
+    assert [off.losses[s] for s in range(4)] == [on.losses[s] for s in range(4)]
+    for a, b in zip(jax.tree.leaves(jax.device_get(off.state.params)),
+                    jax.tree.leaves(jax.device_get(on.state.params)), strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
+def test_every_n_without_recompiling(tiny_hooks_config, tmp_path):
+    c = tiny_hooks_config
+    c.train.steps = 7
+    c.hooks.heldout.every = 3
+    c.hooks.probes.every = 2
+    sink = MemorySink()
+    trainer = Trainer(c, tmp_path, devices=jax.devices()[:1], sinks=[sink])
+    trainer.run()
+    held = sink.series("heldout/loss")
+    probes = sink.series("probes/accuracy")
+    for step in range(7):
+        assert np.isfinite(held[step]).all() == (step % 3 == 0), step
+        assert np.isfinite(probes[step]).all() == (step % 2 == 0), step
+    assert np.isfinite(sink.series("train_domains/loss")).any(axis=1).all()
+    assert trainer.program.step_fn._cache_size() == 1  # one compilation for all 7 steps
+
+
+def test_hooks_same_on_8_devices(tiny_hooks_config, tmp_path):
+    c = tiny_hooks_config
+    c.train.steps = 2
+    sinks = [MemorySink(), MemorySink()]
+    Trainer(c, tmp_path / "one", devices=jax.devices()[:1], sinks=[sinks[0]]).run()
+    c.mesh.update(data=2, fsdp=2, tensor=2)
+    Trainer(c, tmp_path / "eight", sinks=[sinks[1]]).run()
+    for spec in sinks[0].schema:
+        np.testing.assert_allclose(sinks[0].series(spec.name), sinks[1].series(spec.name),
+                                   atol=2e-4, rtol=1e-4, err_msg=spec.name)
