@@ -72,15 +72,15 @@ def test_malformed_rows_name_the_line(tmp_path, bad, message):
 
 
 def test_malformed_probe_file_from_cli(tmp_path):
-    from tests.test_cli import genjax
     from tests.conftest import CONFIGS
+    from tests.test_cli import genjax
 
     f = write(tmp_path / "bad.jsonl", [TESTS[0], "{oops"])
     cfg = tmp_path / "cfg.py"
     cfg.write_text(
-        "import sys\nsys.path.insert(0, %r)\nimport tiny\n"
+        f"import sys\nsys.path.insert(0, {str(CONFIGS)!r})\nimport tiny\n"
         "def get_config():\n    c = tiny.with_all_hooks(tiny.get_config())\n"
-        "    c.hooks.probes.files.mine = %r\n    return c\n" % (str(CONFIGS), str(f)))
+        f"    c.hooks.probes.files.mine = {str(f)!r}\n    return c\n")
     r = genjax("train", "--config", str(cfg), "--workdir", str(tmp_path / "w"))
     assert r.returncode == 2
     assert f"{f}:2: invalid JSON" in r.stderr
