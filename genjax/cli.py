@@ -113,7 +113,7 @@ def cmd_metrics(argv: list[str]) -> int:
         raise CliError("usage: genjax metrics WORKDIR [--csv FILE] [--follow]")
     from genjax.stream.cli import show_metrics
 
-    return show_metrics(rest[0], csv=fv["csv"].value, follow=fv["follow"].value)
+    return show_metrics(rest[0], csv=fv["csv"].value, follow_run=fv["follow"].value)
 
 
 def cmd_analyze(argv: list[str]) -> int:

@@ -8,15 +8,9 @@ def user_errors() -> tuple[type[Exception], ...]:
     from genjax.data.sources import DataError
     from genjax.hooks.probes import ProbeError
     from genjax.sharding import MeshError
+    from genjax.stream.store import StreamError
     from genjax.tpu.compile import CompileError
     from genjax.train.trainer import WorkdirError
 
-    errors: list[type[Exception]] = [ConfigError, DataError, MeshError, WorkdirError, ProbeError,
-                                     CompileError, FileNotFoundError]
-    try:
-        from genjax.stream.store import StreamError
-
-        errors.append(StreamError)
-    except ImportError:
-        pass
-    return tuple(errors)
+    return (ConfigError, DataError, MeshError, WorkdirError, ProbeError, StreamError,
+            CompileError, FileNotFoundError)

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import pathlib
 
+import jax
+
 from genjax.config import ConfigDict
+from genjax.stream.store import TensorStoreSink
 from genjax.train.trainer import Trainer, TrainResult
 
 
 def run_training(config: ConfigDict, workdir: str | pathlib.Path,
                  stop_after: int | None = None) -> TrainResult:
     sinks = []
+    if config.stream.enabled and jax.process_index() == 0:  # all-reduced rows: one writer
+        path = config.stream.path or str(pathlib.Path(workdir) / "metrics")
+        sinks.append(TensorStoreSink(path, config.stream.chunk_steps, config.stream.overwrite))
     trainer = Trainer(config, workdir, sinks=sinks)
     result = trainer.run(stop_after=stop_after)
     last = result.losses.get(result.final_step - 1)

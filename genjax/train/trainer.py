@@ -25,6 +25,7 @@ from genjax.model import ModelConfig, abstract_model, init_model, make_apply
 from genjax.optim import make_optimizer
 from genjax.perf import peak_flops
 from genjax.stream.sinks import Sink
+from genjax.stream.store import StreamError
 from genjax.train.checkpoint import Checkpointer, abstract_like
 from genjax.train.progress import Progress
 from genjax.train.step import TRAIN_SCHEMA, TrainState, init_state, make_train_step
@@ -216,12 +217,13 @@ class Trainer:
             progress.message(f"resumed from checkpoint at step {start} in {self.workdir}")
         for sink in self.sinks:
             sink.open(self.program.schema, self.run_meta(), start)
+            if getattr(sink, "warning", ""):
+                progress.message(f"warning: {sink.warning}")
         batches = self.data.train_batches(cfg.train.batch_size, start, jax.process_index(),
                                           jax.process_count(), cfg.data.prefetch)
         losses: dict[int, float] = {}
         pending: tuple[int, Any] | None = None
-        step = start
-        interrupted = False
+        interrupted, failure = False, None
         try:
             for step in range(start, end):
                 batch = self.program.global_batch(next(batches))
@@ -233,22 +235,44 @@ class Trainer:
                     self._emit(*pending, losses, progress)
                     pending = None
                     self._checkpoint(step + 1, state)
-            step = end
+            if pending is not None:
+                self._emit(*pending, losses, progress)
         except KeyboardInterrupt:
             interrupted = True
             progress.message(f"interrupted: saving step {int(state.step)} and flushing metrics")
-        finally:
             if pending is not None:
                 self._emit(*pending, losses, progress)
-            progress.close()
+        except StreamError as e:
+            failure = e
+        progress.close()
         final = int(state.step)
-        self._checkpoint(final, state, force=True)
+        if failure is None:
+            try:
+                self._checkpoint(final, state, force=True)
+                for sink in self.sinks:
+                    sink.close()
+            except StreamError as e:
+                failure = e
+        if failure is not None:
+            raise self._stream_failure(failure, final, state)
         self.checkpointer.wait()
-        for sink in self.sinks:
-            sink.close()
         if interrupted:
             raise KeyboardInterrupt
         return TrainResult(final, losses, state, stopped_early=end < total)
+
+    def _stream_failure(self, failure: StreamError, final: int, state) -> StreamError:
+        """Saves the checkpoint and every unwritten row, then explains what happened."""
+        self.checkpointer.save(final, state, self.data_position(final), force=True)
+        self.checkpointer.wait()
+        notes = [f"checkpoint saved at step {final}"]
+        for sink in self.sinks:
+            rows = sink.unwritten() if hasattr(sink, "unwritten") else None
+            if rows is not None:
+                first, last = int(rows["step"][0]), int(rows["step"][-1])
+                dump = self.workdir / f"unwritten_metrics_{first}-{last}.npz"
+                np.savez(dump, **{k.replace("/", "."): v for k, v in rows.items()})
+                notes.append(f"rows {first}..{last} saved to {dump}")
+        return StreamError(f"{failure}; training stopped ({'; '.join(notes)})")
 
     def _emit(self, step: int, metrics: Any, losses: dict, progress: Progress) -> None:
         row = {k: np.asarray(v) for k, v in jax.device_get(metrics).items()}

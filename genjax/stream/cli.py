@@ -1,0 +1,76 @@
+"""`genjax metrics WORKDIR`: the latest value of every metric, optional CSV export, follow."""
+
+from __future__ import annotations
+
+import csv as csv_lib
+import pathlib
+
+import numpy as np
+
+from genjax.stream.store import Run, StreamError, follow, read
+
+
+def store_path(workdir: str) -> str:
+    """WORKDIR/metrics for a run directory; the path itself for a store or a URL."""
+    p = pathlib.Path(workdir)
+    if "://" not in workdir and (p / "metrics" / "zarr.json").exists():
+        return str(p / "metrics")
+    if "://" in workdir or (p / "zarr.json").exists():
+        return workdir
+    raise StreamError(f"no metric store in {workdir} (expected {p / 'metrics'})")
+
+
+def columns(run: Run) -> dict[str, np.ndarray]:
+    """Flat columns: scalars by name, vectors as `name[label]` (first dim labelled)."""
+    out = {"step": run.steps, "tokens_seen": run.tokens_seen}
+    for name, s in run.metrics.items():
+        if s.values.ndim == 1:
+            out[name] = s.values
+        elif s.values.ndim == 2:
+            labels = s.labels.get(s.dims[0]) or [str(i) for i in range(s.values.shape[1])]
+            for i, label in enumerate(labels):
+                out[f"{name}[{label}]"] = s.values[:, i]
+    return out
+
+
+def latest_table(run: Run, max_items: int = 8) -> str:
+    if not len(run):
+        return "no rows yet"
+    lines = [f"step {int(run.steps[-1])}  ({len(run)} rows, {int(run.tokens_seen[-1]):,} tokens)"]
+    width = max(len(n) for n in run.metrics)
+    for name, s in run.metrics.items():
+        last = s.values[-1]
+        if last.ndim == 0:
+            text = f"{float(last):.5g}"
+        else:
+            labels = s.labels.get(s.dims[0]) or [str(i) for i in range(last.shape[0])]
+            pairs = [f"{lab}={float(v):.4g}" for lab, v in zip(labels, last)][:max_items]
+            more = len(labels) - len(pairs)
+            text = "  ".join(pairs) + (f"  (+{more} more)" if more > 0 else "")
+        lines.append(f"  {name:<{width}}  {text}")
+    return "\n".join(lines)
+
+
+def write_csv(run: Run, path: str) -> None:
+    cols = columns(run)
+    with pathlib.Path(path).open("w", newline="") as f:
+        w = csv_lib.writer(f)
+        w.writerow(cols)
+        for i in range(len(run)):
+            w.writerow([c[i].item() for c in cols.values()])
+
+
+def show_metrics(workdir: str, csv: str = "", follow_run: bool = False) -> int:
+    path = store_path(workdir)
+    if follow_run:
+        try:
+            for run in follow(path):
+                print(latest_table(run), flush=True)
+        except KeyboardInterrupt:
+            return 0
+    run = read(path)
+    print(latest_table(run))
+    if csv:
+        write_csv(run, csv)
+        print(f"wrote {len(run)} rows x {len(columns(run))} columns to {csv}")
+    return 0

@@ -1,0 +1,350 @@
+"""The metric stream: every step's metrics as zarr3 arrays in TensorStore.
+
+Layout under the store root (any TensorStore kvstore: a local path, file://, gs://, memory://):
+  zarr.json            group; attributes["genjax"] = version, schema, config, domains
+  step, tokens_seen    int64 [step]
+  <hook>/<metric>      one array per metric, dims ("step", *its own dims)
+
+Every array carries `dimension_names` and per-array attributes (description, unit, labels), so
+zarr-python and xarray read a run without genjax. Rows are buffered on the host and written as
+chunk-aligned blocks by a background thread: metric arrays first, `step` last, so a reader that
+trusts `len(step)` never sees a row whose metrics are not yet written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import queue
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import tensorstore as ts
+
+from genjax.hooks.base import MetricSpec
+
+SPECIAL = ("step", "tokens_seen")
+
+
+class StreamError(RuntimeError):
+    """The metric store cannot be written or does not match this run."""
+
+
+def kvstore_url(path: str | pathlib.Path) -> str:
+    """A TensorStore kvstore URL (trailing slash) for a local path or a URL."""
+    path = str(path)
+    if "://" not in path:
+        path = "file://" + str(pathlib.Path(path).absolute())
+    return path.rstrip("/") + "/"
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return json.dumps(obj, indent=1).encode()
+
+
+def _spec_to_json(spec: MetricSpec) -> dict:
+    return {"name": spec.name, "dims": list(spec.dims), "shape": list(spec.shape),
+            "description": spec.description, "unit": spec.unit, "dtype": spec.dtype,
+            "labels": {k: list(v) for k, v in spec.labels.items()}}
+
+
+def _array_spec(url: str, name: str, dims: Sequence[str], shape: Sequence[int], dtype: str,
+                chunk_steps: int, attributes: dict, fill: Any) -> dict:
+    return {
+        "driver": "zarr3",
+        "kvstore": url + name + "/",
+        "metadata": {
+            "shape": [0, *shape],
+            "chunk_grid": {"name": "regular",
+                           "configuration": {"chunk_shape": [chunk_steps, *shape]}},
+            "data_type": dtype,
+            "dimension_names": ["step", *dims],
+            "fill_value": fill,
+            "attributes": attributes,
+        },
+    }
+
+
+class TensorStoreSink:
+    """Writes rows to a zarr3 store in the background; process 0 only (caller's choice)."""
+
+    def __init__(self, path: str | pathlib.Path, chunk_steps: int = 256,
+                 overwrite: bool = False, queue_blocks: int = 4):
+        self.url = kvstore_url(path)
+        self.chunk_steps, self.overwrite = chunk_steps, overwrite
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_blocks)
+        self._error: BaseException | None = None
+        self._failed: list[dict[str, np.ndarray]] = []  # blocks not written after a failure
+        self._thread: threading.Thread | None = None
+        self.warning = ""
+        self.written_through = -1  # last step durably written
+
+    # ---------------------------------------------------------------------------- opening
+    def open(self, schema: Sequence[MetricSpec], meta: dict[str, Any], start_step: int) -> None:
+        import genjax
+
+        self.schema = list(schema)
+        specs = [_spec_to_json(s) for s in self.schema]
+        kv = self._kvstore()
+        existing = kv.read("zarr.json").result()
+        fresh = existing.state != "value"
+        if not fresh:
+            stored = json.loads(existing.value).get("attributes", {}).get("genjax", {})
+            if stored.get("schema") != specs and not self.overwrite:
+                old = {s["name"] for s in stored.get("schema", [])}
+                new = {s["name"] for s in specs}
+                diff = sorted(old ^ new) or ["shapes, dims or labels differ"]
+                raise StreamError(
+                    f"metric store {self.url} holds a different schema ({', '.join(diff[:6])}); "
+                    "set --config.stream.overwrite=True or use a new workdir")
+            if stored.get("schema") != specs:
+                fresh = True
+                start_step = 0
+        attrs = {"genjax": {"version": genjax.__version__, "schema": specs,
+                            "chunk_steps": self.chunk_steps, **meta}}
+        self._write_groups(kv, attrs)
+        self.arrays: dict[str, ts.TensorStore] = {}
+        for name, dims, shape, dtype, desc, unit, labels, fill in self._array_defs():
+            spec = _array_spec(self.url, name, dims, shape, dtype, self.chunk_steps,
+                               {"description": desc, "unit": unit, "labels": labels}, fill)
+            mode = {"create": True, "delete_existing": True} if fresh else {"open": True}
+            try:
+                self.arrays[name] = ts.open(spec, **mode).result()
+            except ValueError as e:
+                raise StreamError(f"cannot open metric array {self.url}{name}: {e}") from e
+        have = self.arrays["step"].shape[0]
+        if have < start_step:
+            self.warning = (f"metric store {self.url} has rows through step {have - 1} but the "
+                            f"run resumes at step {start_step}: rows {have}..{start_step - 1} "
+                            "are missing (see unwritten_metrics_*.npz in the workdir)")
+            start_step = have
+        self._truncate(start_step)
+        self.next_step = start_step
+        self._block_start = start_step
+        self._rows: list[dict[str, np.ndarray]] = []
+        self._thread = threading.Thread(target=self._writer, name="genjax-stream", daemon=True)
+        self._thread.start()
+
+    def _kvstore(self) -> ts.KvStore:
+        try:
+            return ts.KvStore.open(self.url).result()
+        except ValueError as e:
+            raise StreamError(f"cannot open metric store {self.url}: {e}") from e
+
+    def _write_groups(self, kv: ts.KvStore, attrs: dict) -> None:
+        groups = sorted({s.name.rsplit("/", 1)[0] for s in self.schema if "/" in s.name})
+        try:
+            kv.write("zarr.json", _json_bytes({"zarr_format": 3, "node_type": "group",
+                                               "attributes": attrs})).result()
+            for g in groups:
+                kv.write(f"{g}/zarr.json", _json_bytes({"zarr_format": 3, "node_type": "group",
+                                                        "attributes": {}})).result()
+        except ValueError as e:
+            raise StreamError(f"cannot write metric store {self.url}: {e}") from e
+
+    def _array_defs(self):
+        yield "tokens_seen", (), (), "int64", "tokens consumed through this step", "tokens", {}, 0
+        for s in self.schema:
+            yield (s.name, s.dims, s.shape, s.dtype, s.description, s.unit,
+                   {k: list(v) for k, v in s.labels.items()}, "NaN")
+        yield "step", (), (), "int64", "train step (0-based) of this row", "", {}, -1
+
+    def _truncate(self, start_step: int) -> None:
+        """Drops rows >= start_step (`step` first) so a resumed run rewrites them once."""
+        names = sorted((n for n, a in self.arrays.items() if a.shape[0] > start_step),
+                       key=lambda n: n != "step")
+        for n in names:
+            arr = self.arrays[n]
+            self.arrays[n] = arr.resize(exclusive_max=[start_step, *arr.shape[1:]],
+                                        shrink_only=True).result()
+
+    # ---------------------------------------------------------------------------- writing
+    def write(self, step: int, row: dict[str, np.ndarray]) -> None:
+        self._raise_if_failed()
+        if step > self.next_step:  # resumed past a hole in the store: start the block here
+            self._hand_off()
+            self.next_step = self._block_start = step
+        if step != self.next_step:
+            raise StreamError(f"metric rows must arrive in order: got step {step}, "
+                              f"expected {self.next_step}")
+        self._rows.append(row)
+        self.next_step = step + 1
+        if self.next_step % self.chunk_steps == 0:
+            self._hand_off()
+
+    def _take_block(self) -> tuple[int, dict[str, np.ndarray]] | None:
+        """The buffered rows as one block of arrays; empties the buffer."""
+        if not self._rows:
+            return None
+        block = {name: np.stack([np.asarray(r[name]) for r in self._rows])
+                 for name in self.arrays if name != "step"}
+        block["step"] = np.arange(self._block_start, self.next_step, dtype=np.int64)
+        start, self._block_start, self._rows = self._block_start, self.next_step, []
+        return start, block
+
+    def _hand_off(self) -> None:
+        item = self._take_block()
+        if item is not None:
+            self._queue.put(item)
+
+    def _writer(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                if self._error is None:
+                    self._write_block(*item)
+                else:
+                    self._failed.append(item[1])
+            except BaseException as e:  # noqa: BLE001 - reported on the training thread
+                self._error = e
+                self._failed.append(item[1])
+            finally:
+                self._queue.task_done()
+
+    def _write_block(self, start: int, block: dict[str, np.ndarray]) -> None:
+        end = start + len(block["step"])
+        names = [n for n in self.arrays if n != "step"]
+        for group in (names, ["step"]):  # metrics first, `step` last: readers trust step
+            resized = [self.arrays[n].resize(exclusive_max=[max(end, self.arrays[n].shape[0]),
+                                                            *self.arrays[n].shape[1:]],
+                                             expand_only=True) for n in group]
+            for n, fut in zip(group, resized):
+                self.arrays[n] = fut.result()
+            writes = [self.arrays[n][start:end].write(
+                block[n].astype(self.arrays[n].dtype.numpy_dtype)) for n in group]
+            for w in writes:
+                w.result()
+        self.written_through = end - 1
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise StreamError(f"writing metrics to {self.url} failed after step "
+                              f"{self.written_through}: {self._error}") from self._error
+
+    def flush(self) -> None:
+        """Blocks until every row handed over so far is durably written."""
+        self._hand_off()
+        self._queue.join()
+        self._raise_if_failed()
+
+    def close(self) -> None:
+        if self._thread is None:
+            return
+        try:
+            self.flush()
+        finally:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def unwritten(self) -> dict[str, np.ndarray] | None:
+        """After a failure: every row not durably written (failed blocks and the buffer)."""
+        item = self._take_block()
+        if item is not None:
+            self._failed.append(item[1])
+        if not self._failed:
+            return None
+        return {k: np.concatenate([b[k] for b in self._failed]) for k in self._failed[0]}
+
+
+@dataclasses.dataclass
+class Series:
+    """One metric over steps: values [step, *dims], with dimension labels."""
+
+    values: np.ndarray
+    dims: tuple[str, ...]
+    labels: dict[str, list[str]]
+    description: str = ""
+    unit: str = ""
+
+    def label_index(self, dim: str, label: str) -> int:
+        return self.labels[dim].index(label)
+
+
+@dataclasses.dataclass
+class Run:
+    """A run's metric stream read back: steps, tokens seen, metrics and run attributes."""
+
+    steps: np.ndarray
+    tokens_seen: np.ndarray
+    metrics: dict[str, Series]
+    attrs: dict[str, Any]
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def to_xarray(self):
+        import xarray as xr
+
+        data_vars, coords = {}, {"step": self.steps, "tokens_seen": ("step", self.tokens_seen)}
+        for name, s in self.metrics.items():
+            data_vars[name] = xr.Variable(("step", *s.dims), s.values,
+                                          {"description": s.description, "unit": s.unit})
+            for dim in s.dims:
+                if dim in s.labels:
+                    if dim in coords and list(coords[dim]) != s.labels[dim]:
+                        raise ValueError(f"dim {dim!r} has different labels across metrics")
+                    coords[dim] = s.labels[dim]
+        return xr.Dataset(data_vars, coords=coords,
+                          attrs={k: json.dumps(v) if not isinstance(v, str) else v
+                                 for k, v in self.attrs.items()})
+
+
+def read(path: str | pathlib.Path) -> Run:
+    """Reads the whole stream: rows [0, len(step)); rows being written are not included."""
+    url = kvstore_url(path)
+    try:
+        kv = ts.KvStore.open(url).result()
+        root = kv.read("zarr.json").result()
+    except ValueError as e:
+        raise StreamError(f"cannot open metric store {url}: {e}") from e
+    if root.state != "value":
+        raise StreamError(f"no genjax metric store at {url}")
+    attrs = json.loads(root.value).get("attributes", {}).get("genjax", {})
+    if "schema" not in attrs:
+        raise StreamError(f"{url} is a zarr group but not a genjax metric store")
+    open_ro = lambda name: ts.open({"driver": "zarr3", "kvstore": url + name + "/",
+                                    "recheck_cached_metadata": True}, open=True).result()
+    step_arr = open_ro("step")
+    n = step_arr.shape[0]
+    steps = step_arr[:n].read().result()
+    valid = int(np.argmax(steps < 0)) if (steps < 0).any() else n
+    n, steps = valid, steps[:valid]
+    metrics = {}
+    for spec in attrs["schema"]:
+        arr = open_ro(spec["name"])
+        values = arr[: min(n, arr.shape[0])].read().result()
+        metrics[spec["name"]] = Series(values, tuple(spec["dims"]), spec["labels"],
+                                       spec["description"], spec["unit"])
+    tokens = open_ro("tokens_seen")[:n].read().result()
+    return Run(steps, tokens, metrics, attrs)
+
+
+def follow(path: str | pathlib.Path, interval_s: float = 1.0, timeout_s: float | None = None):
+    """Yields a fresh `Run` each time the store has grown (a run still writing)."""
+    import time
+
+    seen, start = -1, time.monotonic()
+    while timeout_s is None or time.monotonic() - start < timeout_s:
+        try:
+            run = read(path)
+        except StreamError:
+            run = None
+        if run is not None and len(run) > seen:
+            seen = len(run)
+            yield run
+        time.sleep(interval_s)
+
+
+def open(path: str | pathlib.Path):  # noqa: A001 - `genjax.stream.open` is the public name
+    """The run's metrics as an xarray Dataset when xarray is installed, else a `Run`."""
+    run = read(path)
+    try:
+        return run.to_xarray()
+    except ImportError:
+        return run
