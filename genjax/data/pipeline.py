@@ -48,8 +48,8 @@ class Data:
                 ds = ds.repeat()
             else:
                 ds = grain.MapDataset.range(_INFINITE)
-            out.append(ds.map(lambda i, d=d: {"tokens": d.row(i, split),
-                                               "domain": np.int32(d.domain_id)}))
+            out.append(ds.map(lambda i, d=d: dict(zip(("tokens", "loss_mask"), d.row(i, split)),
+                                                  domain=np.int32(d.domain_id))))
         return out
 
     def mixture(self, split: int = TRAIN) -> grain.MapDataset:
@@ -58,8 +58,7 @@ class Data:
 
     def example(self, row: dict) -> dict[str, np.ndarray]:
         tokens = row["tokens"]
-        return {"inputs": tokens[:-1], "targets": tokens[1:],
-                "loss_mask": (tokens[1:] != self.tokenizer.pad_id).astype(np.float32),
+        return {"inputs": tokens[:-1], "targets": tokens[1:], "loss_mask": row["loss_mask"],
                 "domain": row["domain"]}
 
     def train_batches(self, global_batch: int, start_step: int = 0, process_index: int = 0,

@@ -95,12 +95,23 @@ class SyntheticDomain:
         return np.random.default_rng([self.seed, self.domain_id, _SPLIT_SALT[split], purpose,
                                       int(index)])
 
-    def row(self, index: int, split: int) -> np.ndarray:
-        """`seq_len + 1` token ids: whole problems joined by the joiner, cut at the end."""
-        rng, ids = self.rng(split, index), []
+    def row(self, index: int, split: int) -> tuple[np.ndarray, np.ndarray]:
+        """(`seq_len + 1` token ids: whole problems joined by the joiner, cut at the end;
+        `seq_len` target weights: 1 on every target, or only on answer tokens when the
+        domain's `loss_on` option is "answer")."""
+        rng, ids, weights = self.rng(split, index), [], []
+        answer_only = self.opt.get("loss_on", "all") == "answer"
         while len(ids) < self.seq_len + 1:
-            ids += self.tokenizer.encode(self.sample_split(rng, split).text + self.joiner)
-        return np.asarray(ids[: self.seq_len + 1], np.int32)
+            p = self.sample_split(rng, split)
+            head = self.tokenizer.encode(p.prompt + " ")
+            full = self.tokenizer.encode(p.text + self.joiner)
+            tail = self.tokenizer.encode(self.joiner)
+            ids += full
+            n_answer = len(full) - len(head) - len(tail)
+            weights += ([0.0] * len(head) + [1.0] * n_answer + [0.0] * len(tail)
+                        if answer_only else [1.0] * len(full))
+        tokens = np.asarray(ids[: self.seq_len + 1], np.int32)
+        return tokens, np.asarray(weights[1 : self.seq_len + 1], np.float32)
 
     def probe_items(self, family: str, n: int, seed: int) -> list[ProbeItem]:
         make = self.probe_families()[family]
@@ -115,7 +126,7 @@ class ModularArithmetic(SyntheticDomain):
     """`a+b= c` with c = (a + b) mod p; held-out pairs are never trained on."""
 
     kind = "modular_arithmetic"
-    options = {"modulus": 97, "probe_shots": 4}
+    options = {"modulus": 97, "probe_shots": 4, "loss_on": "all"}
 
     def problem(self, a: int, b: int) -> Problem:
         return Problem(f"{a}+{b}=", str((a + b) % self.opt["modulus"]))
@@ -164,7 +175,8 @@ class KVLookup(SyntheticDomain):
     """`ab:3,cd:7,ef:1 cd? 7`: return the value bound to the queried key in the context."""
 
     kind = "kv_lookup"
-    options = {"num_pairs": 4, "key_len": 2, "alphabet": "abcdefghijklmnop", "probe_shots": 0}
+    options = {"num_pairs": 4, "key_len": 2, "alphabet": "abcdefghijklmnop", "probe_shots": 0,
+               "loss_on": "all"}
 
     def _context(self, rng):
         alphabet, n = self.opt["alphabet"], self.opt["num_pairs"]
@@ -199,7 +211,7 @@ class Grammar(SyntheticDomain):
     """A small PCFG: `the dog near the cats runs`; the verb agrees with the head noun."""
 
     kind = "grammar"
-    options = {"attractor_prob": 0.5, "probe_shots": 0}
+    options = {"attractor_prob": 0.5, "probe_shots": 0, "loss_on": "all"}
     NOUNS = ("dog", "cat", "bird", "child", "farmer", "robot", "singer", "teacher")
     PLURAL = {"child": "children"}
     ADJS = ("small", "old", "happy", "red", "quiet")
@@ -271,13 +283,15 @@ class TextDomain:
     def num_rows(self, split: int) -> int:
         return max(1, len(self.streams[split]) // (self.seq_len + 1))
 
-    def row(self, index: int, split: int) -> np.ndarray:
+    def row(self, index: int, split: int) -> tuple[np.ndarray, np.ndarray]:
+        """(token ids, target weights: 0 on padding)."""
         stream, n = self.streams[split], self.seq_len + 1
         if len(stream) == 0:
             raise DataError(f"domain '{self.name}' has no held-out documents")
         index = int(index) % self.num_rows(split)
         out = stream[index * n : (index + 1) * n]
-        return np.pad(out, (0, n - len(out)), constant_values=self.tokenizer.pad_id)
+        tokens = np.pad(out, (0, n - len(out)), constant_values=self.tokenizer.pad_id)
+        return tokens, (np.arange(1, n) < len(out)).astype(np.float32)
 
     def probe_families(self):
         return {}

@@ -108,9 +108,12 @@ class TensorStoreSink:
         self._write_groups(kv, attrs)
         self.arrays: dict[str, ts.TensorStore] = {}
         for name, dims, shape, dtype, desc, unit, labels, fill in self._array_defs():
-            spec = _array_spec(self.url, name, dims, shape, dtype, self.chunk_steps,
-                               {"description": desc, "unit": unit, "labels": labels}, fill)
-            mode = {"create": True, "delete_existing": True} if fresh else {"open": True}
+            if fresh:
+                spec = _array_spec(self.url, name, dims, shape, dtype, self.chunk_steps,
+                                   {"description": desc, "unit": unit, "labels": labels}, fill)
+                mode = {"create": True, "delete_existing": True}
+            else:
+                spec, mode = {"driver": "zarr3", "kvstore": self.url + name + "/"}, {"open": True}
             try:
                 self.arrays[name] = ts.open(spec, **mode).result()
             except ValueError as e:
@@ -163,7 +166,8 @@ class TensorStoreSink:
 
     # ---------------------------------------------------------------------------- writing
     def write(self, step: int, row: dict[str, np.ndarray]) -> None:
-        self._raise_if_failed()
+        """Buffers the row (kept even when a failure is then reported) and hands off full
+        chunks to the writer thread."""
         if step > self.next_step:  # resumed past a hole in the store: start the block here
             self._hand_off()
             self.next_step = self._block_start = step
@@ -172,6 +176,7 @@ class TensorStoreSink:
                               f"expected {self.next_step}")
         self._rows.append(row)
         self.next_step = step + 1
+        self._raise_if_failed()
         if self.next_step % self.chunk_steps == 0:
             self._hand_off()
 

@@ -42,9 +42,6 @@ class Checkpointer:
             state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_position)),
             force=force)
 
-    def should_save(self, step: int) -> bool:
-        return self.manager.should_save(step)
-
     def wait(self) -> None:
         self.manager.wait_until_finished()
 

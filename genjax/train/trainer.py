@@ -228,10 +228,10 @@ class Trainer:
             for step in range(start, end):
                 batch = self.program.global_batch(next(batches))
                 state, metrics = self.program.step_fn(state, batch, self.hook_data)
-                if pending is not None:
-                    self._emit(*pending, losses, progress)
-                pending = (step, metrics)
-                if self.checkpointer.should_save(step + 1) and step + 1 < end:
+                previous, pending = pending, (step, metrics)
+                if previous is not None:  # fetch step t-1 only after step t is dispatched
+                    self._emit(*previous, losses, progress)
+                if (step + 1) % cfg.checkpoint.every == 0 and step + 1 < end:
                     self._emit(*pending, losses, progress)
                     pending = None
                     self._checkpoint(step + 1, state)
@@ -244,6 +244,11 @@ class Trainer:
                 self._emit(*pending, losses, progress)
         except StreamError as e:
             failure = e
+            if pending is not None:  # sinks buffer a row before reporting, so keep this one too
+                try:
+                    self._emit(*pending, losses, progress)
+                except StreamError:
+                    pass
         progress.close()
         final = int(state.step)
         if failure is None:

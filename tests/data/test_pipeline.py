@@ -52,7 +52,7 @@ def test_heldout_problems_never_in_training(tiny_config):
 def test_modular_arithmetic_answers_are_correct(tiny_config):
     data = build_data(tiny_config)
     arith = data.domains[data.names.index("arith")]
-    for line in problems(data, [arith.row(i, TRAIN) for i in range(20)]):
+    for line in problems(data, [arith.row(i, TRAIN)[0] for i in range(20)]):
         lhs, answer = line.split("= ")
         a, b = map(int, lhs.split("+"))
         assert int(answer) == (a + b) % 23
@@ -98,3 +98,15 @@ def test_unknown_domain_option_and_kind(tiny_config):
     tiny_config.data.domains = {"x": {"kind": "nope"}}
     with pytest.raises(DataError, match="data.domains.x.kind"):
         build_data(tiny_config)
+
+
+def test_answer_only_loss_weights_answer_tokens(tiny_config):
+    tiny_config.data.domains.arith.loss_on = "answer"
+    data = build_data(tiny_config)
+    arith = data.domains[data.names.index("arith")]
+    tokens, weights = arith.row(3, TRAIN)
+    targets = data.tokenizer.decode(tokens[1:][weights > 0])
+    text = data.tokenizer.decode(tokens)
+    answers = [line.split("= ")[1] for line in text.split("\n")[:-1] if "= " in line]
+    assert targets.startswith("".join(answers))  # rows start at a problem; the last may be cut
+    assert set(targets) <= set("0123456789")

@@ -1,0 +1,171 @@
+"""The TensorStore stream: exactly-once rows across SIGKILL + resume, live readers,
+zarr-python compatibility, and clear errors."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from genjax.stream import StreamError, TensorStoreSink, follow, read
+from genjax.stream.cli import columns
+from genjax.train.trainer import Trainer
+from tests.conftest import CONFIGS, ROOT
+
+ONE_DEVICE = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+
+
+def train_cmd(workdir, *extra):
+    return [sys.executable, "-m", "genjax.cli", "train", "--config", str(CONFIGS / "tiny.py"),
+            "--workdir", str(workdir), "--config.stream.chunk_steps=4",
+            "--config.checkpoint.every=5", *extra]
+
+
+def test_sigkill_then_resume_writes_each_step_once(tmp_path):
+    steps = "--config.train.steps=30"
+    ref = subprocess.run(train_cmd(tmp_path / "ref", steps), env=ONE_DEVICE, cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert ref.returncode == 0, ref.stderr
+    proc = subprocess.Popen(train_cmd(tmp_path / "killed", steps, "--config.train.steps=30"),
+                            env=ONE_DEVICE, cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    ckpt = tmp_path / "killed" / "checkpoints"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (ckpt.exists() and any(
+            p.name.isdigit() and int(p.name) >= 10 for p in ckpt.iterdir())):
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = read(tmp_path / "killed" / "metrics")
+    assert 10 <= len(partial) < 30  # killed mid-run
+    resumed = subprocess.run(train_cmd(tmp_path / "killed", steps), env=ONE_DEVICE, cwd=ROOT,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from checkpoint" in resumed.stderr
+    a, b = read(tmp_path / "killed" / "metrics"), read(tmp_path / "ref" / "metrics")
+    np.testing.assert_array_equal(a.steps, np.arange(30))
+    np.testing.assert_array_equal(a.tokens_seen, b.tokens_seen)
+    for name in b.metrics:
+        np.testing.assert_allclose(a.metrics[name].values, b.metrics[name].values, atol=1e-5,
+                                   err_msg=name)
+
+
+def test_reader_in_another_process_sees_growth(tmp_path):
+    proc = subprocess.Popen(train_cmd(tmp_path, "--config.train.steps=60",
+                                      "--config.checkpoint.every=4"),
+                            env=ONE_DEVICE, cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    lengths = []
+    try:
+        for run in follow(tmp_path / "metrics", interval_s=0.2, timeout_s=240):
+            lengths.append(len(run))
+            if len(lengths) >= 3 or run.steps.size == 60:
+                break
+    finally:
+        proc.wait(timeout=300)
+    assert len(lengths) >= 2 and lengths == sorted(lengths) and lengths[-1] > lengths[0]
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    import tiny
+
+    from genjax.config import load
+
+    workdir = tmp_path_factory.mktemp("run")
+    config = tiny.with_all_hooks(load(CONFIGS / "tiny.py"))
+    config.train.steps = 6
+    config.stream.chunk_steps = 4
+    sink = TensorStoreSink(workdir / "metrics", chunk_steps=4)
+    Trainer(config, workdir, devices=jax.devices()[:1], sinks=[sink]).run()
+    return workdir, config
+
+
+def test_zarr_python_and_xarray_read_the_store(short_run):
+    import xarray as xr
+    import zarr
+
+    workdir, _ = short_run
+    run = read(workdir / "metrics")
+    group = zarr.open_group(str(workdir / "metrics"), mode="r")
+    np.testing.assert_array_equal(group["step"][:], run.steps)
+    for name, series in run.metrics.items():
+        arr = group[name]
+        np.testing.assert_array_equal(arr[:], series.values)
+        assert list(arr.metadata.dimension_names) == ["step", *series.dims]
+    assert group.attrs["genjax"]["domains"] == ["arith", "grammar", "kv"]
+    ds = xr.open_zarr(str(workdir / "metrics"), group="heldout", consolidated=False)
+    assert ds["loss"].dims == ("step", "domain")
+    np.testing.assert_array_equal(ds["loss"].values, run.metrics["heldout/loss"].values)
+    labelled = run.to_xarray()
+    assert list(labelled["heldout/loss"].coords["domain"].values) == ["arith", "grammar", "kv"]
+
+
+def test_metrics_command_prints_and_exports_csv(short_run, tmp_path):
+    from genjax.cli import main
+
+    workdir, _ = short_run
+    out = tmp_path / "m.csv"
+    assert main(["genjax", "metrics", str(workdir), "--csv", str(out)]) == 0
+    header = out.read_text().splitlines()[0].split(",")
+    run = read(workdir / "metrics")
+    assert header == list(columns(run))
+    assert "heldout/loss[grammar]" in header
+    last = out.read_text().splitlines()[-1].split(",")
+    assert float(last[header.index("train/loss")]) == pytest.approx(
+        float(run.metrics["train/loss"].values[-1]))
+
+
+def test_schema_mismatch_refused_unless_overwrite(short_run, tmp_path):
+    from genjax.config import load
+
+    workdir, _ = short_run
+    plain = load(CONFIGS / "tiny.py")  # no hooks: different schema
+    plain.train.steps = 2
+    sink = TensorStoreSink(workdir / "metrics")
+    with pytest.raises(StreamError, match="different schema.*overwrite"):
+        Trainer(plain, tmp_path, devices=jax.devices()[:1], sinks=[sink]).run()
+    assert len(read(workdir / "metrics")) == 6  # nothing lost
+
+
+def test_unwritable_store_path_is_clear(tiny_config, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    sink = TensorStoreSink(blocker / "metrics")
+    tiny_config.train.steps = 2
+    with pytest.raises(StreamError, match="metric store"):
+        Trainer(tiny_config, tmp_path / "w", devices=jax.devices()[:1], sinks=[sink]).run()
+
+
+class FailingSink(TensorStoreSink):
+    """Fails on the second block, as a full disk would."""
+
+    blocks = 0
+
+    def _write_block(self, start, block):
+        self.blocks += 1
+        if self.blocks == 2:
+            raise OSError("No space left on device")
+        super()._write_block(start, block)
+
+
+def test_write_failure_stops_after_checkpoint_and_keeps_rows(tiny_config, tmp_path):
+    tiny_config.train.steps = 20
+    tiny_config.checkpoint.every = 100
+    sink = FailingSink(tmp_path / "metrics", chunk_steps=4)
+    trainer = Trainer(tiny_config, tmp_path, devices=jax.devices()[:1], sinks=[sink])
+    with pytest.raises(StreamError, match="No space left on device") as e:
+        trainer.run()
+    assert "checkpoint saved at step" in str(e.value)
+    saved_step = trainer.checkpointer.latest_step()
+    assert saved_step is not None and saved_step > 4
+    written = read(tmp_path / "metrics")
+    np.testing.assert_array_equal(written.steps, np.arange(4))  # the first block only
+    dumps = list(tmp_path.glob("unwritten_metrics_*.npz"))
+    assert len(dumps) == 1
+    rows = np.load(dumps[0])
+    np.testing.assert_array_equal(rows["step"], np.arange(4, saved_step))
