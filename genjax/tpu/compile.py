@@ -295,11 +295,12 @@ def _cost_section(cost: ProgramCost, peak: float, bandwidth: float,
     }
 
 
-def compile_report(config, topology: Topology) -> dict[str, Any]:
-    """Compiles the train step with and without the config's hooks for `topology` and
-    returns the per-chip report (a JSON-ready dict). Raises `CompileError` when the mesh does
-    not match the slice or the step does not fit in HBM (after compiling, `fits` is False
-    and the caller decides; see `compile_command`)."""
+def compile_report(config, topology: Topology,
+                   hooks: Sequence[Any] | None = None) -> dict[str, Any]:
+    """Compiles the train step with and without its hooks (the config's, or `hooks`) for
+    `topology` and returns the per-chip report as a JSON-ready dict. Raises `CompileError`
+    when the mesh does not match the slice or the compiler runs out of HBM; a step that
+    compiles but exceeds HBM comes back with `fits` False (see `compile_command`)."""
     from genjax.model import ModelConfig
     from genjax.perf import peak_flops
     from genjax.sharding import MeshError
@@ -314,7 +315,7 @@ def compile_report(config, topology: Topology) -> dict[str, Any]:
         except MeshError as e:
             raise CompileError(f"{topology.describe()}: {e}") from e
 
-    with_hooks = program()
+    with_hooks = program(hooks=hooks)
     state = with_hooks.abstract_args()[0]
     params_bytes = bytes_per_chip(state.params)
     opt_bytes = bytes_per_chip(state.opt_state)
@@ -411,19 +412,19 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [
         f"{report['topology']} ({report['friendly_name']}{slices}): {report['chips']} chips "
         f"{report['device_kind']}, mesh data={m['data']} fsdp={m['fsdp']} tensor={m['tensor']}",
-        f"model {model['params'] / 1e6:.1f}M params, {model['tokens_per_step']:,} tokens/step, "
+        f"model {_si(model['params'])} params, {model['tokens_per_step']:,} tokens/step, "
         f"{_si(model['model_flops_per_step'], 'FLOP')}/step analytic (6N + attention)",
-        "",
-        f"{'memory per chip':<40}{'GiB':>10}",
     ]
+    unit, scale = ("GiB", GiB) if mem["total"] >= GiB else ("MiB", 2**20)
+    lines += ["", f"{'memory per chip':<40}{unit:>10}"]
     rows = [("parameters", "params"), ("optimizer state", "optimizer_state"),
             ("other inputs (batch, hook data)", "other_inputs"),
             ("activations + temporaries", "temporaries"), ("outputs (not donated)", "outputs"),
             ("program code", "code"), ("total", "total"),
             ("total without hooks", "total_without_hooks")]
-    lines += [f"  {label:<38}{mem[key] / GiB:>10.3f}" for label, key in rows]
+    lines += [f"  {label:<38}{mem[key] / scale:>10.3f}" for label, key in rows]
     verdict = "fits" if mem["fits"] else "DOES NOT FIT"
-    lines.append(f"  {'HBM':<38}{mem['hbm'] / GiB:>10.3f}   {_pct(mem['total'] / mem['hbm'])} "
+    lines.append(f"  {'HBM':<38}{mem['hbm'] / scale:>10.3f}   {_pct(mem['total'] / mem['hbm'])} "
                  f"used: {verdict}")
     w, wo, hooks = report["with_hooks"], report.get("without_hooks"), report["hooks"]
     lines += ["", f"{'per chip per step (estimates)':<40}{'with hooks':>14}"

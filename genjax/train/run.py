@@ -6,6 +6,7 @@ import pathlib
 
 import jax
 
+from genjax.analysis.online import OnlineHopDetector
 from genjax.config import ConfigDict
 from genjax.stream.store import TensorStoreSink
 from genjax.train.trainer import Trainer, TrainResult
@@ -17,6 +18,9 @@ def run_training(config: ConfigDict, workdir: str | pathlib.Path,
     if config.stream.enabled and jax.process_index() == 0:  # all-reduced rows: one writer
         path = config.stream.path or str(pathlib.Path(workdir) / "metrics")
         sinks.append(TensorStoreSink(path, config.stream.chunk_steps, config.stream.overwrite))
+    if config.analysis.online_hops:
+        sinks.append(OnlineHopDetector(config.analysis.min_regime_steps, seed=config.seed,
+                                       save_on_hop=config.analysis.save_on_hop))
     trainer = Trainer(config, workdir, sinks=sinks)
     result = trainer.run(stop_after=stop_after)
     last = result.losses.get(result.final_step - 1)

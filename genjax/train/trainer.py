@@ -231,7 +231,8 @@ class Trainer:
                 previous, pending = pending, (step, metrics)
                 if previous is not None:  # fetch step t-1 only after step t is dispatched
                     self._emit(*previous, losses, progress)
-                if (step + 1) % cfg.checkpoint.every == 0 and step + 1 < end:
+                if ((step + 1) % cfg.checkpoint.every == 0 or self._checkpoint_requested()) \
+                        and step + 1 < end:
                     self._emit(*pending, losses, progress)
                     pending = None
                     self._checkpoint(step + 1, state)
@@ -287,6 +288,13 @@ class Trainer:
         for sink in self.sinks:
             sink.write(step, row)
         progress.update(step, losses[step])
+
+    def _checkpoint_requested(self) -> bool:
+        """A sink (e.g. the online hop detector) may ask for a checkpoint now."""
+        asked = [s for s in self.sinks if getattr(s, "checkpoint_requested", False)]
+        for sink in asked:
+            sink.checkpoint_requested = False
+        return bool(asked)
 
     def _checkpoint(self, step: int, state: TrainState, force: bool = False) -> None:
         for sink in self.sinks:

@@ -1,0 +1,179 @@
+"""Mode analysis of a run's metric stream: change points, regimes, hops, universality,
+attribution and checkpoint advice, returned as one JSON-able dict."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from genjax.analysis.changepoints import DEFAULT_BETA, change_points, segment_means
+from genjax.analysis.regimes import (
+    NAMES,
+    RegimeTrack,
+    find_hops,
+    regimes_from_items,
+    regimes_from_window,
+    segments,
+)
+from genjax.stream.store import Run
+
+
+@dataclasses.dataclass(frozen=True)
+class AnalysisOptions:
+    beta: float = DEFAULT_BETA  # change-point penalty, in units of sigma^2 log(n)
+    smooth_window: int = 1
+    n_boot: int = 1000
+    window: int = 50  # trailing window for regimes without per-item data; attribution window
+    min_regime_steps: int = 20
+    seed: int = 0
+
+
+def named_series(run: Run, include_items: bool = False) -> dict[str, np.ndarray]:
+    """Every scalar series, and per-label series of 1-D metrics: `name[label]` -> [S]."""
+    out = {}
+    for name, s in run.metrics.items():
+        if s.values.ndim == 1:
+            out[name] = s.values
+        elif s.values.ndim == 2 and (include_items or s.dims[0] != "item"):
+            labels = s.labels.get(s.dims[0]) or [str(i) for i in range(s.values.shape[1])]
+            for i, label in enumerate(labels):
+                out[f"{name}[{label}]"] = s.values[:, i]
+    return out
+
+
+def family_tracks(run: Run, opts: AnalysisOptions) -> dict[str, tuple[RegimeTrack, np.ndarray]]:
+    """Regime track per probe family, on the rows where the probes ran."""
+    if "probes/soft_margin" not in run.metrics:
+        return {}
+    fam = run.metrics["probes/soft_margin"]
+    families = fam.labels["family"]
+    items = run.metrics.get("probes/item_margin")
+    rows = np.isfinite(fam.values).all(axis=1)
+    steps = run.steps[rows]
+    out = {}
+    for f, family in enumerate(families):
+        if items is not None:
+            cols = [i for i, label in enumerate(items.labels["item"])
+                    if label.rsplit("/", 1)[0] == family]
+            track = regimes_from_items(items.values[rows][:, cols], opts.n_boot, opts.seed)
+        else:
+            track = regimes_from_window(fam.values[rows, f], opts.window, opts.n_boot,
+                                        opts.seed)
+        out[family] = (track, steps)
+    return out
+
+
+def _window_stats(run: Run, end_row: int, window: int) -> dict[str, dict[str, float]]:
+    """Domain mixture (token share) and mean per-domain train loss over rows [end-w, end)."""
+    a = max(0, end_row - window)
+    out: dict[str, dict[str, float]] = {"mixture": {}, "train_loss": {}}
+    if "train_domains/tokens" in run.metrics:
+        tok = run.metrics["train_domains/tokens"]
+        totals = np.nansum(tok.values[a:end_row], axis=0)
+        share = totals / max(totals.sum(), 1e-12)
+        out["mixture"] = dict(zip(tok.labels["domain"], map(float, share)))
+    if "train_domains/loss" in run.metrics:
+        loss = run.metrics["train_domains/loss"]
+        means = np.nanmean(loss.values[a:end_row], axis=0)
+        out["train_loss"] = dict(zip(loss.labels["domain"], map(float, means)))
+    return out
+
+
+def attribution(run: Run, hops: list, window: int) -> list[dict]:
+    """For each hop: the window before it against all hop-free windows of the same length
+    (z-score per domain of mixture share and train loss)."""
+    if not hops or "train_domains/loss" not in run.metrics:
+        return []
+    hop_rows = sorted(int(np.searchsorted(run.steps, h.step)) for h in hops)
+    candidates = range(window, len(run) + 1, max(1, window // 2))
+    quiet = [e for e in candidates if not any(e - window <= r < e + window for r in hop_rows)]
+    baseline = [_window_stats(run, e, window) for e in quiet]
+    out = []
+    for hop, row in zip(hops, [int(np.searchsorted(run.steps, h.step)) for h in hops]):
+        before = _window_stats(run, row, window)
+        record = {"family": hop.family, "step": hop.step, "direction": hop.direction,
+                  "window": [int(run.steps[max(0, row - window)]), int(hop.step) - 1],
+                  **before, "baseline_windows": len(baseline), "z": {}}
+        for kind in ("mixture", "train_loss"):
+            z = {}
+            for domain, value in before[kind].items():
+                ref = np.array([b[kind][domain] for b in baseline])
+                ref = ref[np.isfinite(ref)]
+                if ref.size >= 2 and ref.std() > 0:
+                    z[domain] = float((value - ref.mean()) / ref.std())
+            record["z"][kind] = z
+        out.append(record)
+    return out
+
+
+def checkpoint_advice(checkpoints: list[int], tracks: dict, hops: list) -> list[dict]:
+    """Saved checkpoints ranked by how many families are stably generalizing there, then by
+    distance to the nearest hop. Checkpoint s holds the params of metric row s."""
+    from genjax.analysis.regimes import stable_runs
+
+    if not tracks:
+        return []
+    ranked = []
+    for ckpt in checkpoints:
+        gen = []
+        for family, (track, steps) in tracks.items():
+            for a, b, regime in stable_runs(track.labels, 1):
+                if regime == 1 and steps[a] <= ckpt <= steps[b - 1]:
+                    gen.append(family)
+        distance = min((abs(ckpt - h.step) for h in hops), default=None)
+        ranked.append({"step": int(ckpt), "generalizing_families": sorted(gen),
+                       "distance_to_hop": distance})
+    ranked.sort(key=lambda r: (-len(r["generalizing_families"]),
+                               -(r["distance_to_hop"] if r["distance_to_hop"] is not None
+                                 else 10**12), -r["step"]))
+    for i, r in enumerate(ranked):
+        r["rank"] = i + 1
+    return [r for r in ranked if r["generalizing_families"]]
+
+
+def analyze(run: Run, checkpoints: list[int] = (), opts: AnalysisOptions | None = None) -> dict:
+    """Every number the report shows."""
+    opts = opts or AnalysisOptions()
+    series = named_series(run)
+    cps = {}
+    for label, values in series.items():
+        points = change_points(values, opts.beta, opts.smooth_window)
+        cps[label] = {"steps": [int(run.steps[p]) for p in points],
+                      "segment_means": segment_means(values, points)}
+    tracks = family_tracks(run, opts)
+    hops, regimes = [], {}
+    for family, (track, steps) in tracks.items():
+        fam_hops = find_hops(family, track, steps, opts.min_regime_steps)
+        hops += fam_hops
+        counts = {NAMES[k]: int((track.labels == k).sum()) for k in NAMES}
+        regimes[family] = {"rows": int(len(steps)), "counts": counts,
+                           "final": NAMES[int(track.labels[-1])] if len(steps) else None,
+                           "segments": segments(track, steps, opts.min_regime_steps),
+                           "hops": len(fam_hops),
+                           "hops_per_1k_steps": 1000.0 * len(fam_hops) / max(len(steps), 1)}
+    hops.sort(key=lambda h: h.step)
+    universality = {}
+    if "probes/soft_margin" in run.metrics:
+        fam = run.metrics["probes/soft_margin"]
+        rows = np.isfinite(fam.values).all(axis=1)
+        corr = np.corrcoef(fam.values[rows].T) if rows.sum() > 2 else None
+        universality = {"families": fam.labels["family"],
+                        "correlation": None if corr is None else
+                        np.where(np.isfinite(corr), corr, np.nan).round(6).tolist()}
+    final = {label: (float(v[np.isfinite(v)][-1]) if np.isfinite(v).any() else None)
+             for label, v in series.items()}
+    return {
+        "run": {"rows": int(len(run)), "first_step": int(run.steps[0]) if len(run) else None,
+                "last_step": int(run.steps[-1]) if len(run) else None,
+                "tokens_seen": int(run.tokens_seen[-1]) if len(run) else 0,
+                "domains": run.attrs.get("domains", [])},
+        "options": dataclasses.asdict(opts),
+        "final": final,
+        "change_points": cps,
+        "regimes": regimes,
+        "hops": [dataclasses.asdict(h) for h in hops],
+        "universality": universality,
+        "attribution": attribution(run, hops, opts.window),
+        "checkpoints": checkpoint_advice(list(checkpoints), tracks, hops),
+    }
