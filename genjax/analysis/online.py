@@ -33,7 +33,7 @@ class _FamilyState:
 class OnlineHopDetector:
     """Sink that detects regime hops per probe family as rows arrive."""
 
-    def __init__(self, min_regime_steps: int = 20, n_boot: int = 200, seed: int = 0,
+    def __init__(self, min_regime_steps: int = 20, n_boot: int = 1000, seed: int = 0,
                  save_on_hop: bool = False, log: Callable[[str], None] | None = None):
         self.min_regime_steps, self.n_boot, self.seed = min_regime_steps, n_boot, seed
         self.save_on_hop = save_on_hop
@@ -67,15 +67,19 @@ class OnlineHopDetector:
         st.run_margins.append(margin)
         if label == UNDECIDED or len(st.run_margins) < self.min_regime_steps:
             return
-        if len(st.run_margins) > self.min_regime_steps:  # the stable run goes on
-            st.stable = (label, st.run_start, step)
+        if len(st.run_margins) > self.min_regime_steps:  # the confirmed run goes on
+            st.stable = (label, st.stable[1], step)
             return
-        if st.stable is not None and st.stable[0] != label:
+        if st.stable is not None and st.stable[0] == label:  # same regime after a gap
+            st.stable = (label, st.stable[1], step)
+            st.stable_margins = st.stable_margins + st.run_margins
+            return
+        if st.stable is not None:
             # the size uses the new regime's rows seen so far (offline uses all of them)
             hop = Hop(family, st.run_start,
                       "to_generalizing" if label == 1 else "to_pattern_matching",
                       float(np.mean(st.run_margins) - np.mean(st.stable_margins)),
-                      st.stable[2] - st.stable[1] + 1)
+                      st.run_start - st.stable[1])
             self.hops.append(hop)
             self.log(f"hop: {family} became {NAMES[label]} at step {hop.step} "
                      f"(margin change {hop.size:+.4f}), detected at step {step}")

@@ -4,7 +4,8 @@ At every step, a family is GENERALIZING when the bootstrap 95% CI of its mean pe
 lies above zero, PATTERN_MATCHING when it lies below zero, and UNDECIDED otherwise (the
 replication recipe of the mode-hopping paper). Without per-item data, the CI comes from the
 family margin over a trailing window. A hop is a switch between the two decided regimes that
-lasts at least `min_regime_steps` steps (shorter runs are treated as undecided flicker).
+lasts at least `min_regime_steps` rows (shorter runs are flicker); a regime persists through
+undecided gaps until the opposite regime is confirmed.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class Hop:
     step: int  # first step of the new regime
     direction: str  # "to_generalizing" or "to_pattern_matching"
     size: float  # mean margin of the new regime minus that of the regime it left
-    left_duration: int  # steps the left regime lasted
+    left_duration: int  # steps from the start of the left regime to this hop
 
 
 def bootstrap_weights(n_items: int, n_boot: int, seed: int) -> np.ndarray:
@@ -84,27 +85,33 @@ def regimes_from_window(margin_S: np.ndarray, window: int = 50, n_boot: int = 10
 
 
 def stable_runs(labels: np.ndarray, min_steps: int) -> list[tuple[int, int, int]]:
-    """(start, end, regime) runs of decided labels at least `min_steps` long; end exclusive."""
-    runs, start = [], 0
+    """(start, end, regime) of each regime; end exclusive. A regime starts with a decided run
+    of at least `min_steps` rows and lasts through undecided gaps until the opposite regime
+    starts; shorter decided runs are flicker."""
+    raw, start = [], 0
     for t in range(1, len(labels) + 1):
         if t == len(labels) or labels[t] != labels[start]:
             if labels[start] != UNDECIDED and t - start >= min_steps:
-                runs.append((start, t, int(labels[start])))
+                raw.append((start, t, int(labels[start])))
             start = t
-    return runs
+    merged: list[tuple[int, int, int]] = []
+    for a, b, r in raw:
+        if merged and merged[-1][2] == r:
+            merged[-1] = (merged[-1][0], b, r)
+        else:
+            merged.append((a, b, r))
+    return merged
 
 
 def find_hops(family: str, track: RegimeTrack, steps: np.ndarray,
               min_regime_steps: int = 20) -> list[Hop]:
-    """Switches between stable decided regimes (undecided gaps between them allowed)."""
+    """Switches between regimes; `left_duration` spans the whole regime that was left."""
     runs = stable_runs(track.labels, min_regime_steps)
     hops = []
-    for (a0, a1, ra), (b0, b1, rb) in zip(runs[:-1], runs[1:]):
-        if ra == rb:
-            continue
+    for (a0, a1, _), (b0, b1, rb) in zip(runs[:-1], runs[1:]):
         size = float(np.nanmean(track.mean[b0:b1]) - np.nanmean(track.mean[a0:a1]))
         direction = "to_generalizing" if rb == GENERALIZING else "to_pattern_matching"
-        left = int(steps[a1 - 1] - steps[a0] + 1)
+        left = int(steps[b0] - steps[a0])  # from its start until the new regime starts
         hops.append(Hop(family, int(steps[b0]), direction, size, left))
     return hops
 
