@@ -64,9 +64,8 @@ def _setup_devices(fv) -> None:
         return
     import jax
 
-    if fv["coordinator"].value:
-        if fv["cpu_devices"].value or jax.default_backend() == "cpu":
-            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if fv["coordinator"].value:  # explicit coordinator: CPU/GPU clusters, local tests
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU only; harmless
         jax.distributed.initialize(fv["coordinator"].value, fv["num_processes"].value,
                                    fv["process_id"].value)
     elif mode == "on":

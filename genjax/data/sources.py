@@ -321,7 +321,10 @@ def read_documents(path: str, text_field: str = "text") -> list[str]:
     return docs
 
 
-KINDS = {cls.kind: cls for cls in (ModularArithmetic, KVLookup, Grammar, TextDomain)}
+from genjax.data import world  # noqa: E402  (its kinds subclass SyntheticDomain, above)
+
+KINDS = {cls.kind: cls for cls in (ModularArithmetic, KVLookup, Grammar, TextDomain,
+                                   *world.DOMAINS)}
 
 
 def expand_files(files: str) -> list[pathlib.Path]:

@@ -18,7 +18,6 @@ from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,7 +125,3 @@ def next_token_stats(logits_BxTxV: jax.Array, targets_BxT: jax.Array):
     token_logp_BxT = jnp.take_along_axis(logp_BxTxV, targets_BxT[..., None], axis=-1)[..., 0]
     correct_BxT = (jnp.argmax(logits_BxTxV, axis=-1) == targets_BxT).astype(jnp.float32)
     return -token_logp_BxT, correct_BxT
-
-
-def as_numpy_tree(tree: Any) -> Any:
-    return jax.tree.map(np.asarray, tree)

@@ -212,7 +212,9 @@ class Trainer:
         peak, _ = peak_flops(mesh.devices.flat[0])
         progress = Progress(total, start, tokens_per_step,
                             model_cfg.flops_per_token(cfg.train.seq_len) * tokens_per_step,
-                            peak * mesh.size, cfg.log.progress, cfg.log.every)
+                            peak * mesh.size,
+                            cfg.log.progress if jax.process_index() == 0 else "none",
+                            cfg.log.every)
         if start:
             progress.message(f"resumed from checkpoint at step {start} in {self.workdir}")
         for sink in self.sinks:

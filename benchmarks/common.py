@@ -1,0 +1,186 @@
+"""Shared pieces of the benchmarks: interleaved timing, machine facts, configs, tables, JSON.
+
+Timing rule for every script: compile and warm up first, then run the variants in rounds,
+rotating their order each round, and report medians, so that noise from a shared machine
+lands on all variants alike and ratios measured side by side stay meaningful.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import pathlib
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from genjax.config import ConfigDict, base_config
+from genjax.train.trainer import TrainProgram
+
+Row = dict[str, Any]
+RunSteps = Callable[[int], Any]  # runs n steps, returns something to block on
+
+# Model sizes for the grids: (d_model, n_layers, n_heads, n_kv_heads, head_dim, d_ff).
+SIZES: dict[str, tuple[int, int, int, int, int, int]] = {
+    "tiny": (32, 2, 4, 2, 8, 64),
+    "quickstart": (64, 2, 4, 2, 16, 192),
+    "small": (128, 4, 4, 2, 32, 384),
+    "medium": (256, 6, 8, 4, 32, 768),
+}
+
+# Built-in synthetic domain kinds, cycled to make a mixture of any number of domains.
+_DOMAIN_CYCLE = (
+    ("arith", {"kind": "modular_arithmetic", "modulus": 23}),
+    ("grammar", {"kind": "grammar"}),
+    ("kv", {"kind": "kv_lookup", "num_pairs": 3}),
+)
+_MODULI = (23, 29, 31, 37, 41, 43, 47, 53)
+
+
+def bench_config(size: str, num_domains: int = 3, batch_size: int = 16,
+                 seq_len: int = 64) -> ConfigDict:
+    """A quickstart-like config of a named model size over `num_domains` synthetic domains."""
+    d, layers, heads, kv, hd, ff = SIZES[size]
+    c = base_config()
+    c.model.update(d_model=d, n_layers=layers, n_heads=heads, n_kv_heads=kv, head_dim=hd,
+                   d_ff=ff)
+    c.train.update(steps=100_000, batch_size=batch_size, seq_len=seq_len)
+    c.optim.update(warmup_steps=10)
+    domains = {}
+    for i in range(num_domains):
+        name, spec = _DOMAIN_CYCLE[i % len(_DOMAIN_CYCLE)]
+        spec = dict(spec, weight=1.0)
+        if spec["kind"] == "modular_arithmetic":
+            spec["modulus"] = _MODULI[(i // len(_DOMAIN_CYCLE)) % len(_MODULI)]
+        elif spec["kind"] == "kv_lookup":
+            spec["num_pairs"] = 3 + i // len(_DOMAIN_CYCLE)
+        domains[f"{name}{i // len(_DOMAIN_CYCLE)}"] = spec
+    c.data.domains = ConfigDict(domains)
+    c.log.progress = "none"
+    c.checkpoint.update(every=10**9, async_save=False)
+    return c
+
+
+def device_batches(program: TrainProgram, n: int) -> list[dict[str, jax.Array]]:
+    """The first `n` global train batches, placed on device once (timed loops cycle them, so
+    the data pipeline stays out of step times)."""
+    it = program.data.train_batches(program.config.train.batch_size, prefetch=0)
+    return [program.global_batch(next(it)) for _ in range(n)]
+
+
+def interleaved_ms(variants: Mapping[str, RunSteps], rounds: int, steps: int,
+                   warmup: int = 2) -> dict[str, list[float]]:
+    """Per-step milliseconds of each variant, one sample per round.
+
+    Every variant first runs `warmup` steps (compilation, allocator warm-up); then each round
+    runs `steps` steps of every variant, in an order rotated by one each round, and blocks on
+    the result before stopping the clock.
+    """
+    names = list(variants)
+    for name in names:
+        jax.block_until_ready(variants[name](warmup))
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            start = time.perf_counter()
+            jax.block_until_ready(variants[name](steps))
+            samples[name].append((time.perf_counter() - start) / steps * 1e3)
+    return samples
+
+
+def median(values: Iterable[float]) -> float:
+    return float(statistics.median(values))
+
+
+def spread(values: Sequence[float]) -> float:
+    """Relative interquartile range of timing samples: how noisy the machine was."""
+    if len(values) < 4:
+        return float("nan")
+    q1, _, q3 = statistics.quantiles(values, n=4)
+    return (q3 - q1) / statistics.median(values)
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b > 0 else float("nan")
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    dev = jax.devices()[0]
+    return {"device_kind": dev.device_kind, "platform": dev.platform,
+            "num_devices": jax.device_count(), "jax_version": jax.__version__,
+            "cpu_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+            else os.cpu_count(), "python": platform.python_version()}
+
+
+def describe_machine(info: Mapping[str, Any]) -> str:
+    return (f"{info['device_kind']} ({info['platform']}) x{info['num_devices']}, "
+            f"{info['cpu_cores']} CPU cores, jax {info['jax_version']}, "
+            f"python {info['python']}")
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    """The options every benchmark takes: --quick, --out, --rounds, --steps, --devices."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--quick", action="store_true",
+                   help="a small grid and few rounds: minutes on 2 CPU cores")
+    p.add_argument("--out", type=pathlib.Path, help="write the rows as a JSON list here")
+    p.add_argument("--rounds", type=int, help="timing rounds per variant (median reported)")
+    p.add_argument("--steps", type=int, help="steps per variant per round")
+    p.add_argument("--devices", type=int, default=0,
+                   help="use the first N devices (default: all)")
+    return p
+
+
+def devices(n: int) -> list[jax.Device]:
+    return jax.devices()[:n] if n else jax.devices()
+
+
+def fmt(value: Any, spec: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return format(value, spec)
+
+
+def print_table(rows: Sequence[Row], columns: Sequence[tuple[str, str, str]],
+                title: str = "", file=None) -> None:
+    """Prints rows as an aligned markdown table; columns are (key, header, format spec)."""
+    file = file or sys.stdout
+    cells = [[fmt(r.get(key), spec) for key, _, spec in columns] for r in rows]
+    headers = [h for _, h, _ in columns]
+    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(headers)]
+    line = lambda vals: "| " + " | ".join(v.rjust(w) for v, w in zip(vals, widths)) + " |"
+    if title:
+        print(f"\n{title}", file=file)
+    print(line(headers), file=file)
+    print("|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|", file=file)
+    for c in cells:
+        print(line(c), file=file)
+    file.flush()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_rows(path: pathlib.Path | None, rows: Sequence[Row]) -> None:
+    """Writes the rows as a JSON list (non-finite numbers become null)."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean = [{k: _jsonable(v) for k, v in r.items()} for r in rows]
+    path.write_text(json.dumps(clean, indent=1) + "\n")
+    print(f"\nwrote {len(clean)} rows to {path}")

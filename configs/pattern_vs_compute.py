@@ -1,0 +1,20 @@
+"""Pattern vs compute draft."""
+
+from genjax.config import ConfigDict, base_config
+
+
+def get_config() -> ConfigDict:
+    c = base_config()
+    shots = 4
+    c.model.update(d_model=64, n_layers=2, n_heads=4, n_kv_heads=4, head_dim=16, d_ff=128)
+    c.train.update(steps=3000, batch_size=64, seq_len=7 * shots + 5)
+    c.optim.update(lr=1e-3, warmup_steps=50, schedule="constant", weight_decay=0.01)
+    c.data.heldout_fraction = 0.1
+    c.data.domains = ConfigDict({"arith": {"kind": "pattern_arithmetic", "shots": shots}})
+    c.hooks.heldout.update(enabled=True, every=10, batch_size=256)
+    c.hooks.train_domains.enabled = True
+    c.hooks.probes.update(enabled=True, every=10, builtin_items=32)
+    c.checkpoint.every = 100000
+    c.log.update(every=100, progress="lines")
+    c.stream.enabled = False
+    return c

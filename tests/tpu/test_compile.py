@@ -1,0 +1,213 @@
+"""`genjax compile`: a TPU slice's compile-only devices from libtpu, on a CPU host.
+
+Memory figures are checked against sizes worked out here from the model's shapes and the
+sharding rules; the hooks' FLOPs against the analytic FLOPs of their forward passes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import math
+import os
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from genjax import cli
+from genjax.config import load
+from genjax.hooks.base import MetricSpec
+from genjax.model import ModelConfig
+from genjax.tpu import compile as tc
+from genjax.train.trainer import TrainProgram
+
+# Before anything in this session loads libtpu: its lockfile (meant for real chips) would fail
+# this process whenever another one holds it, e.g. a training test's subprocess.
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+
+CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs"
+TINY = str(CONFIGS / "tiny.py")
+needs_libtpu = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
+                                  reason='needs libtpu: pip install -e ".[tpu]"')
+
+
+def run_cli(monkeypatch, *args: str) -> int:
+    """`genjax compile ARGS` in-process. ml-collections' config_flags reads `--config.*`
+    overrides from sys.argv, so sys.argv is made to match."""
+    argv = ["genjax", "compile", *args]
+    monkeypatch.setattr("sys.argv", argv)
+    return cli.main(argv)
+
+
+def tiny(**model):
+    """configs/tiny.py on a 2 x 2 fsdp x tensor mesh (4 chips), hooks off."""
+    c = load(TINY)
+    for name in c.hooks:
+        c.hooks[name].enabled = False
+    c.mesh.update(data=1, fsdp=2, tensor=2)
+    c.model.update(**model)
+    return c
+
+
+# ------------------------------------------------------------------------ topology names
+@pytest.mark.parametrize("name, topology, chips", [
+    ("v5e:4x4", "v5e:4x4", 16), ("v5p:2x2x1", "v5p:2x2x1", 4), ("v4:2x2x2", "v4:2x2x2", 8),
+    ("v6e:4x4", "v6e:4x4", 16), ("v5e-256", "v5e:16x16", 256), ("v5e-8", "v5e:2x4", 8),
+    ("v5p-8", "v5p:2x2x1", 4), ("v5p-128", "v5p:4x4x4", 64), ("v4-64", "v4:2x4x4", 32),
+    ("v6e-256", "v6e:16x16", 256), ("V5litepod-16", "v5e:4x4", 16), ("v5p-32", "v5p:2x2x4", 16),
+])
+def test_parse_topology(name, topology, chips):
+    topo = tc.parse_topology(name)
+    assert (topo.name, topo.chips) == (topology, chips)
+    assert tc.parse_topology(topo.friendly_name) == topo  # the Cloud name round-trips
+
+
+@pytest.mark.parametrize("name, match", [
+    ("v9:2x2", "unknown topology"), ("v5e:2x2x1", "2 dimensions"), ("v5p:4x4", "3 dimensions"),
+    ("v5p-6", "power-of-two"), ("v5e-12", "power-of-two"), ("v5e:32x32", "largest v5e slice"),
+])
+def test_parse_topology_rejects(name, match):
+    with pytest.raises(tc.CompileError, match=match):
+        tc.parse_topology(name)
+
+
+def test_parse_topology_multislice():
+    topo = tc.parse_topology("v5e-16", num_slices=4)
+    assert (topo.chips_per_slice, topo.chips) == (16, 64)
+    with pytest.raises(tc.CompileError, match="num_slices"):
+        tc.parse_topology("v5e-16", num_slices=0)
+
+
+def test_without_libtpu_says_how_to_get_it(monkeypatch, capsys):
+    monkeypatch.delenv("TPU_LIBRARY_PATH", raising=False)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "libtpu" else real(name, *a))
+    assert run_cli(monkeypatch, "--config", TINY, "--topology", "v5e:2x2") == 2
+    assert 'pip install -e ".[tpu]"' in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------ compiling
+def expected_state_bytes(cfg: ModelConfig, shards: int) -> tuple[int, int]:
+    """Per-chip (params, AdamW state) bytes, from shapes: with fsdp x tensor = `shards` and the
+    default rules every matrix splits `shards` ways, the RMSNorm scales are replicated."""
+    norm = (2 * cfg.n_layers + 1) * cfg.d_model
+    itemsize = np.dtype(cfg.param_dtype).itemsize
+    params = ((cfg.num_params() - norm) // shards + norm) * itemsize
+    return params, 2 * params  # mu and nu; the int32 step counters are checked separately
+
+
+@needs_libtpu
+@pytest.mark.parametrize("topology", ["v5e:2x2", "v5p:2x2x1"])
+def test_memory_matches_sharded_state(topology):
+    config = tiny()
+    report = tc.compile_report(config, tc.parse_topology(topology))
+    mem = report["memory_per_chip"]
+    assert report["chips"] == 4 and report["mesh"] == {"data": 1, "fsdp": 2, "tensor": 2}
+    params, opt = expected_state_bytes(ModelConfig.from_config(config.model), shards=4)
+    assert mem["params"] == params
+    assert opt <= mem["optimizer_state"] <= opt + 16  # + adam's and the schedule's counters
+    # Other inputs: this chip's half of the batch (batch axes data x fsdp: 2 ways) as int32
+    # inputs, targets, domain and float32 loss_mask, plus the step and the rng key.
+    rows, t = config.train.batch_size // 2, config.train.seq_len
+    batch = 3 * rows * t * 4 + rows * 4 + 4 + 8
+    assert mem["other_inputs"] >= batch
+    assert mem["params"] + mem["optimizer_state"] + mem["other_inputs"] + mem["temporaries"] \
+        <= mem["total"] <= mem["hbm"]
+    assert mem["fits"] and report["hooks"]["names"] == []
+    w = report["with_hooks"]
+    assert w["est_flops_per_chip"] > 0 and w["est_step_seconds"] > 0
+    assert 0 < w["est_mfu"] < 1
+    assert "est. step time" in tc.format_report(report)
+
+
+@needs_libtpu
+def test_cli_writes_json_and_refuses_oversized_state(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "report.json"
+    assert run_cli(monkeypatch, "--config", TINY, "--topology", "v5e:2x2",
+                   "--out", str(out)) == 0
+    stdout = capsys.readouterr().out
+    assert "memory per chip" in stdout and "fits" in stdout
+    assert json.loads(out.read_text())["topology"] == "v5e:2x2"
+    # 2 layers of 8192 x 65536 SwiGLU: ~3.2G f32 params + AdamW, replicated: ~39 GiB a chip.
+    rc = run_cli(monkeypatch, "--config", TINY, "--topology", "v5e:2x2",
+                   "--config.model.d_model=8192", "--config.model.d_ff=65536")
+    err = capsys.readouterr().err
+    assert rc == 2 and "does not fit" in err and "v5e has 16 GiB" in err
+    needed = float(err.split("needs ")[1].split(" GiB")[0])
+    assert math.isclose(needed, 3 * 4 * ModelConfig.from_config(
+        tiny(d_model=8192, d_ff=65536).model).num_params() / 2**30, rel_tol=1e-3)
+
+
+@needs_libtpu
+def test_cli_refuses_when_activations_exceed_hbm(capsys, monkeypatch):
+    rc = run_cli(monkeypatch, "--config", TINY, "--topology", "v5e:2x2",
+                   "--config.train.batch_size=16384", "--config.train.seq_len=1024")
+    err = capsys.readouterr().err
+    assert rc == 2 and "does not fit" in err and "v5e has 16 GiB" in err, err
+
+
+@needs_libtpu
+def test_mesh_that_does_not_match_the_chips(capsys, monkeypatch):
+    rc = run_cli(monkeypatch, "--config", TINY, "--topology", "v5p:2x2x1",
+                   "--config.mesh.data=3")
+    err = capsys.readouterr().err
+    assert rc == 2 and "v5p:2x2x1 (v5p-8), 4 chips" in err and "3 devices" in err, err
+
+
+@needs_libtpu
+def test_multislice_data_axis_spans_slices():
+    config = tiny()
+    config.mesh.update(data=2, fsdp=-1, tensor=1)
+    topo = tc.parse_topology("v5e:2x2", num_slices=2)
+    devices = tc.mesh_devices(config, topo, tc.topology_devices(topo))
+    mesh = TrainProgram(config, devices=devices, hooks=[]).mesh
+    assert dict(mesh.shape) == {"data": 2, "fsdp": 4, "tensor": 1}
+    assert [{d.slice_index for d in row.flat} for row in mesh.devices] == [{0}, {1}]
+    config.mesh.update(data=1, fsdp=-1)
+    with pytest.raises(tc.CompileError, match="data axis must span"):
+        tc.mesh_devices(config, topo, devices)
+
+
+@dataclasses.dataclass
+class ForwardHook:
+    """A hook with a known cost: one forward pass over [rows, seq_len] tokens of its own."""
+
+    tokens: np.ndarray
+    name: str = "forward"
+    every: int = 1
+
+    def schema(self):
+        return (MetricSpec("forward/logsumexp"),)
+
+    def data(self):
+        return {"tokens": self.tokens}
+
+    def compute(self, params, apply_fn, data, ctx):
+        logits = apply_fn(params, data["tokens"])
+        return {"forward/logsumexp": jnp.mean(jax.nn.logsumexp(logits, axis=-1))}
+
+
+@needs_libtpu
+def test_hook_share_matches_analytic_forward_flops():
+    # Wide enough that matmuls dominate XLA's count (norms, softmax and RoPE are the rest):
+    # measured 2% above the matmul + attention FLOPs at this size, 10% at d_model=32.
+    config = tiny(d_model=128, d_ff=512, head_dim=32)
+    rows, t = 16, config.train.seq_len
+    hook = ForwardHook(np.zeros((rows, t), np.int32))
+    report = tc.compile_report(config, tc.parse_topology("v5e:2x2"), hooks=[hook])
+    cfg = ModelConfig.from_config(config.model)
+    matmul = cfg.num_params(include_embedding=False) + cfg.vocab_size * cfg.d_model
+    attention = 4 * cfg.n_layers * t * cfg.n_heads * cfg.head_dim  # full T x T, as XLA runs it
+    analytic_per_chip = (2 * matmul + attention) * rows * t / report["chips"]
+    w, wo = report["with_hooks"], report["without_hooks"]
+    extra = w["est_flops_per_chip"] - wo["est_flops_per_chip"]
+    assert extra == pytest.approx(analytic_per_chip, rel=0.05)
+    assert report["hooks"]["names"] == ["forward"]
+    assert report["hooks"]["est_flops_share"] == pytest.approx(
+        extra / w["est_flops_per_chip"])
+    assert 0 < report["hooks"]["est_step_time_share"] < 1
