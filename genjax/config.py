@@ -99,7 +99,8 @@ def base_config() -> ConfigDict:
             memorization=ConfigDict(dict(enabled=False, every=1, examples=16)),
         )
     )
-    c.stream = ConfigDict(dict(enabled=True, path="", chunk_steps=256, overwrite=False))
+    c.stream = ConfigDict(dict(enabled=True, path="", chunk_steps=256, overwrite=False,
+                               tensorboard=False, wandb_project=""))
     c.analysis = ConfigDict(
         dict(online_hops=False, save_on_hop=False, window=50, min_regime_steps=20)
     )

@@ -8,6 +8,7 @@ import jax
 
 from genjax.analysis.online import OnlineHopDetector
 from genjax.config import ConfigDict
+from genjax.stream.mirrors import TensorBoardSink, WandbSink
 from genjax.stream.store import TensorStoreSink
 from genjax.train.trainer import Trainer, TrainResult
 
@@ -18,6 +19,10 @@ def run_training(config: ConfigDict, workdir: str | pathlib.Path,
     if config.stream.enabled and jax.process_index() == 0:  # all-reduced rows: one writer
         path = config.stream.path or str(pathlib.Path(workdir) / "metrics")
         sinks.append(TensorStoreSink(path, config.stream.chunk_steps, config.stream.overwrite))
+    if jax.process_index() == 0 and config.stream.tensorboard:
+        sinks.append(TensorBoardSink(str(pathlib.Path(workdir) / "tensorboard")))
+    if jax.process_index() == 0 and config.stream.wandb_project:
+        sinks.append(WandbSink(config.stream.wandb_project, str(workdir)))
     if config.analysis.online_hops:
         sinks.append(OnlineHopDetector(config.analysis.min_regime_steps, seed=config.seed,
                                        save_on_hop=config.analysis.save_on_hop))
