@@ -23,7 +23,8 @@ class CliError(Exception):
     """A user error: printed as one line, exit status 2."""
 
 
-def _flags(argv: list[str], define) -> tuple[object, list[str]]:
+def _flags(argv: list[str], define, positional: int = 0) -> tuple[object, list[str]]:
+    """Parses argv into a fresh FlagValues; exactly `positional` other arguments allowed."""
     from absl import flags
 
     fv = flags.FlagValues()
@@ -35,6 +36,8 @@ def _flags(argv: list[str], define) -> tuple[object, list[str]]:
     except (AttributeError, KeyError, TypeError, ValueError) as e:  # from config_flags
         detail = " ".join(str(e).replace("\\n", " ").replace("\n", " ").strip("'\"").split())
         raise CliError(f"bad config override: {detail}") from e
+    if len(rest) - 1 != positional:
+        raise CliError(f"expected {positional} positional argument(s), got {rest[1:]}")
     return fv, rest[1:]
 
 
@@ -87,9 +90,7 @@ def cmd_train(argv: list[str]) -> int:
         flags.DEFINE_integer("stop_after", 0, "stop after this many steps (0: run to the end)",
                              flag_values=fv)
 
-    fv, rest = _flags(argv, define)
-    if rest:
-        raise CliError(f"unexpected arguments: {rest}")
+    fv, _ = _flags(argv, define)
     config = _load_config(fv)
     if not fv["workdir"].value:
         raise CliError("--workdir is required")
@@ -107,18 +108,14 @@ def cmd_metrics(argv: list[str]) -> int:
         flags.DEFINE_boolean("follow", False, "keep printing as the run writes",
                              flag_values=fv)
 
-    fv, rest = _flags(argv, define)
-    if len(rest) != 1:
-        raise CliError("usage: genjax metrics WORKDIR [--csv FILE] [--follow]")
+    fv, rest = _flags(argv, define, positional=1)
     from genjax.stream.cli import show_metrics
 
     return show_metrics(rest[0], csv=fv["csv"].value, follow_run=fv["follow"].value)
 
 
 def cmd_analyze(argv: list[str]) -> int:
-    fv, rest = _flags(argv, lambda flags, fv: None)
-    if len(rest) != 1:
-        raise CliError("usage: genjax analyze WORKDIR")
+    _, rest = _flags(argv, lambda flags, fv: None, positional=1)
     from genjax.analysis.report import analyze_workdir
 
     out = analyze_workdir(rest[0])
@@ -134,9 +131,7 @@ def cmd_compile(argv: list[str]) -> int:
         flags.DEFINE_integer("num_slices", 1, "number of slices (multi-slice)", flag_values=fv)
         flags.DEFINE_string("out", "", "write the report as JSON here", flag_values=fv)
 
-    fv, rest = _flags(argv, define)
-    if rest:
-        raise CliError(f"unexpected arguments: {rest}")
+    fv, _ = _flags(argv, define)
     config = _load_config(fv)
     if not fv["topology"].value:
         raise CliError("--topology is required")

@@ -18,22 +18,23 @@ def _domain_spec(name: str, domains: list[str], description: str, unit: str = ""
                       labels={"domain": tuple(domains)})
 
 
-def _per_domain(apply_fn, params, data, num_domains):
-    """(loss_D, accuracy_D, tokens_D) of a forward pass over `data` rows."""
-    logits_BxTxV = apply_fn(params, data["inputs"])
-    loss_BxT, correct_BxT = next_token_stats(logits_BxTxV, data["targets"])
-    loss_sum_D, count_D = domain_sums(loss_BxT, data["loss_mask"], data["domain"], num_domains)
-    correct_sum_D, _ = domain_sums(correct_BxT, data["loss_mask"], data["domain"], num_domains)
+def _domain_means(loss_BxT, correct_BxT, mask_BxT, domain_B, num_domains):
+    """(loss_D, accuracy_D, tokens_D): token-weighted per-domain means."""
+    loss_sum_D, count_D = domain_sums(loss_BxT, mask_BxT, domain_B, num_domains)
+    correct_sum_D, _ = domain_sums(correct_BxT, mask_BxT, domain_B, num_domains)
     return safe_ratio(loss_sum_D, count_D), safe_ratio(correct_sum_D, count_D), count_D
+
+
+def _per_domain(apply_fn, params, data, num_domains):
+    """Per-domain means of a forward pass over `data` rows."""
+    loss_BxT, correct_BxT = next_token_stats(apply_fn(params, data["inputs"]), data["targets"])
+    return _domain_means(loss_BxT, correct_BxT, data["loss_mask"], data["domain"], num_domains)
 
 
 def train_batch_by_domain(ctx: StepContext, num_domains: int):
-    """(loss_D, accuracy_D, tokens_D) of the train batch, from the step's own forward pass."""
-    loss_sum_D, count_D = domain_sums(ctx.token_loss_BxT, ctx.loss_mask_BxT, ctx.domain_B,
-                                      num_domains)
-    correct_sum_D, _ = domain_sums(ctx.token_correct_BxT, ctx.loss_mask_BxT, ctx.domain_B,
-                                   num_domains)
-    return safe_ratio(loss_sum_D, count_D), safe_ratio(correct_sum_D, count_D), count_D
+    """Per-domain means of the train batch, from the step's own forward pass."""
+    return _domain_means(ctx.token_loss_BxT, ctx.token_correct_BxT, ctx.loss_mask_BxT,
+                         ctx.domain_B, num_domains)
 
 
 @dataclasses.dataclass
