@@ -267,9 +267,6 @@ class Series:
     description: str = ""
     unit: str = ""
 
-    def label_index(self, dim: str, label: str) -> int:
-        return self.labels[dim].index(label)
-
 
 @dataclasses.dataclass
 class Run:

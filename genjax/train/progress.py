@@ -28,9 +28,8 @@ class Progress:
         self.peak = peak_flops_total
         self._t0: float | None = None
         self._s0 = start_step
-        self.last_line = ""
 
-    def update(self, step: int, loss: float, extra: str = "") -> None:
+    def update(self, step: int, loss: float) -> None:
         """Called with each finished step's host-side metrics (step is 0-based)."""
         now = time.perf_counter()
         if self._t0 is None:  # first finished step includes compilation: start the clock here
@@ -43,8 +42,7 @@ class Progress:
         eta = (self.total - step - 1) / rate if rate else float("nan")
         eta_s = _fmt_duration(eta) if rate else "--:--"
         line = (f"step {step + 1:>6}/{self.total}  loss {loss:7.4f}  {tok_s:9.0f} tok/s  "
-                f"MFU {100 * mfu:5.1f}%  ETA {eta_s}{extra}")
-        self.last_line = line
+                f"MFU {100 * mfu:5.1f}%  ETA {eta_s}")
         if self.mode == "bar":
             width = 24
             filled = int(width * (step + 1) / self.total)
