@@ -166,7 +166,10 @@ class Transformer(nnx.Module):
         cfg, ct = self.cfg, jnp.dtype(self.cfg.compute_dtype)
         if positions_BxT is None:
             positions_BxT = jnp.broadcast_to(jnp.arange(tokens_BxT.shape[1]), tokens_BxT.shape)
-        x_BxTxD = self.constrain(self.embed[...].astype(ct)[tokens_BxT], ("batch", None, "embed"))
+        # FSDP: gather the table's embed dim before the lookup (its gradient is then
+        # reduce-scattered) instead of letting the partitioner replicate activations.
+        table_VxD = self.constrain(self.embed[...].astype(ct), ("vocab", None))
+        x_BxTxD = self.constrain(table_VxD[tokens_BxT], ("batch", None, "embed"))
         for block in self.blocks:
             if cfg.remat:
                 x_BxTxD = nnx.remat(Block.__call__)(block, x_BxTxD, positions_BxT, mask_BxTxS)
