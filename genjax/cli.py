@@ -14,7 +14,7 @@ USAGE = """usage: genjax COMMAND [flags]
 commands:
   train    --config FILE --workdir DIR [--config.KEY=VALUE ...]   train (resumes from DIR)
   metrics  WORKDIR [--csv FILE] [--follow]                         latest value of each metric
-  analyze  WORKDIR                                                 mode analysis -> WORKDIR/analysis
+  analyze  WORKDIR [--beta B] [--smooth W] [--min_regime_steps N]  mode analysis -> WORKDIR/analysis
   compile  --config FILE --topology v5e:4x4 [--num_slices N]       compile for a TPU slice on CPU
 """
 
@@ -115,10 +115,21 @@ def cmd_metrics(argv: list[str]) -> int:
 
 
 def cmd_analyze(argv: list[str]) -> int:
-    _, rest = _flags(argv, lambda flags, fv: None, positional=1)
+    def define(flags, fv):
+        flags.DEFINE_float("beta", 3.0, "change-point penalty in units of sigma^2 log(n)",
+                           flag_values=fv)
+        flags.DEFINE_integer("smooth", 1, "moving-average window before change points",
+                             flag_values=fv)
+        flags.DEFINE_integer("min_regime_steps", 20, "rows a regime must last to count",
+                             flag_values=fv)
+
+    fv, rest = _flags(argv, define, positional=1)
+    from genjax.analysis.analyze import AnalysisOptions
     from genjax.analysis.report import analyze_workdir
 
-    out = analyze_workdir(rest[0])
+    opts = AnalysisOptions(beta=fv["beta"].value, smooth_window=fv["smooth"].value,
+                           min_regime_steps=fv["min_regime_steps"].value)
+    out = analyze_workdir(rest[0], opts)
     print(f"analysis written to {out}")
     return 0
 
