@@ -8,11 +8,13 @@ lands on all variants alike and ratios measured side by side stay meaningful.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
 import pathlib
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -30,6 +32,7 @@ RunSteps = Callable[[int], Any]  # runs n steps, returns something to block on
 
 # Model sizes for the grids: (d_model, n_layers, n_heads, n_kv_heads, head_dim, d_ff).
 SIZES: dict[str, tuple[int, int, int, int, int, int]] = {
+    "micro": (16, 1, 2, 1, 8, 32),  # smoke tests: the fastest compile
     "tiny": (32, 2, 4, 2, 8, 64),
     "quickstart": (64, 2, 4, 2, 16, 192),
     "small": (128, 4, 4, 2, 32, 384),
@@ -76,24 +79,55 @@ def device_batches(program: TrainProgram, n: int) -> list[dict[str, jax.Array]]:
     return [program.global_batch(next(it)) for _ in range(n)]
 
 
-def interleaved_ms(variants: Mapping[str, RunSteps], rounds: int, steps: int,
-                   warmup: int = 2) -> dict[str, list[float]]:
-    """Per-step milliseconds of each variant, one sample per round.
+@dataclasses.dataclass
+class Samples:
+    """Per-step timings of one variant, one value per round."""
+
+    wall_ms: list[float] = dataclasses.field(default_factory=list)
+    cpu_ms: list[float] = dataclasses.field(default_factory=list)  # user + system, all threads
+    page_faults: list[float] = dataclasses.field(default_factory=list)  # minor faults
+
+    @property
+    def ms(self) -> float:
+        return median(self.wall_ms)
+
+    def summary(self) -> Row:
+        """Medians (and the wall-time spread) as row fields."""
+        return {"step_ms": self.ms, "cpu_ms": median(self.cpu_ms),
+                "page_faults": median(self.page_faults), "spread": spread(self.wall_ms)}
+
+
+def _usage() -> tuple[float, float]:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime, float(r.ru_minflt)
+
+
+def interleaved(variants: Mapping[str, RunSteps], rounds: int, steps: int,
+                warmup: int = 2) -> dict[str, Samples]:
+    """Per-step wall time, process CPU time and page faults of each variant, per round.
 
     Every variant first runs `warmup` steps (compilation, allocator warm-up); then each round
     runs `steps` steps of every variant, in an order rotated by one each round, and blocks on
-    the result before stopping the clock.
+    the result before stopping the clock. CPU time and page faults count every thread of the
+    process: on a machine shared with other jobs they show the work done, where wall time also
+    shows the waiting.
     """
     names = list(variants)
     for name in names:
         jax.block_until_ready(variants[name](warmup))
-    samples: dict[str, list[float]] = {name: [] for name in names}
+    samples = {name: Samples() for name in names}
     for r in range(rounds):
         k = r % len(names)
         for name in names[k:] + names[:k]:
+            cpu0, faults0 = _usage()
             start = time.perf_counter()
             jax.block_until_ready(variants[name](steps))
-            samples[name].append((time.perf_counter() - start) / steps * 1e3)
+            wall = time.perf_counter() - start
+            cpu1, faults1 = _usage()
+            s = samples[name]
+            s.wall_ms.append(wall / steps * 1e3)
+            s.cpu_ms.append((cpu1 - cpu0) / steps * 1e3)
+            s.page_faults.append((faults1 - faults0) / steps)
     return samples
 
 
@@ -119,13 +153,15 @@ def machine() -> dict[str, Any]:
     return {"device_kind": dev.device_kind, "platform": dev.platform,
             "num_devices": jax.device_count(), "jax_version": jax.__version__,
             "cpu_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-            else os.cpu_count(), "python": platform.python_version()}
+            else os.cpu_count(), "python": platform.python_version(),
+            "ld_preload": os.environ.get("LD_PRELOAD", "")}
 
 
 def describe_machine(info: Mapping[str, Any]) -> str:
+    preload = f", LD_PRELOAD={info['ld_preload']}" if info["ld_preload"] else ""
     return (f"{info['device_kind']} ({info['platform']}) x{info['num_devices']}, "
             f"{info['cpu_cores']} CPU cores, jax {info['jax_version']}, "
-            f"python {info['python']}")
+            f"python {info['python']}{preload}")
 
 
 def parser(description: str) -> argparse.ArgumentParser:

@@ -20,8 +20,9 @@ def get_config() -> ConfigDict:
     c.train.update(steps=50_000, batch_size=256, seq_len=2048)
     c.optim.update(lr=3e-4, warmup_steps=2000, weight_decay=0.1)
     c.mesh.update(data=1, fsdp=-1, tensor=1)
-    # Four domains so that the hooks' rows (64 held-out, 32 + 32 memorization, 128 probe items)
-    # split evenly over up to 64 chips: hook data that does not divide is replicated instead.
+    # Four domains so that the hooks' rows per step (64 held-out, 32 seen + 32 fresh for
+    # memorization) split evenly over up to 64 chips: with three domains they would be 63
+    # and 60 rows, and hook data that does not divide the batch axes is replicated on every chip.
     c.data.domains = ConfigDict({
         "arith": {"kind": "modular_arithmetic", "weight": 1.0, "modulus": 97},
         "grammar": {"kind": "grammar", "weight": 1.0},

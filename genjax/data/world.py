@@ -79,30 +79,67 @@ class ModularSymbols(SyntheticDomain):
                 if self.split_of(a, b) == split]
 
 
-class BurstyICL(SyntheticDomain):
+class EpisodeDomain(SyntheticDomain):
+    """A problem that is an episode: lines `prompt answer` joined by `line_sep`, the last line
+    the query. `loss_on="answers"` puts loss on every line's answer (the in-context demos' too),
+    not only on the query's; "answer" and "all" mean what they mean for any domain."""
+
+    line_sep = "\n"
+
+    def answer_mask(self, text: str) -> list[float]:
+        """1.0 on the tokens of every line's answer (the text after its last space)."""
+        n = lambda s: len(self.tokenizer.encode(s))
+        mask, start = [0.0] * n(text), 0
+        for line in text.removesuffix(self.joiner).split(self.line_sep):
+            a, b = start + line.rindex(" ") + 1, start + len(line)
+            mask[n(text[:a]):n(text[:b])] = [1.0] * (n(text[:b]) - n(text[:a]))
+            start += len(line) + len(self.line_sep)
+        return mask
+
+    def row(self, index: int, split: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.opt["loss_on"] != "answers":
+            return super().row(index, split)
+        rng, ids, weights = self.rng(split, index), [], []
+        while len(ids) < self.seq_len + 1:
+            text = self.sample_split(rng, split).text + self.joiner
+            ids += self.tokenizer.encode(text)
+            weights += self.answer_mask(text)
+        return (np.asarray(ids[: self.seq_len + 1], np.int32),
+                np.asarray(weights[1 : self.seq_len + 1], np.float32))
+
+
+class BurstyICL(EpisodeDomain):
     """`KQ 3,BD 7,KQ 3,...,KQ 3`: name the label of the last class token (Chan et al. 2022).
 
     Classes are two-letter keys drawn from a Zipf law; each has a fixed label (a digit), so the
     label can be memorized (in-weights learning, IWL). With probability `bursty`, the context
     also holds `burst` items of the query's class (and `burst` of one other class), so the
-    label can be copied from the context (in-context learning, ICL: an induction head).
+    label can be copied from the context (in-context learning, ICL: an induction head). With
+    probability `relabel`, a bursty episode permutes the labels of all its items and its answer
+    (its own labeling, as in few-shot learning): only ICL solves it. Over a few hundred classes
+    of two-token keys, memorizing is so easy for a transformer that without relabeled episodes
+    IWL wins and ICL barely emerges (unlike Chan et al.'s images, whose exemplars vary).
     `novel_classes` keys never occur in training: they exist only in probes.
 
     An episode is `5 * context_pairs + 4` tokens: `train.seq_len = 5 * context_pairs + 3` makes
     one episode per row (the final newline cut).
 
-    Probe families (correct vs incorrect continuation):
-      - icl_novel: two novel classes with arbitrary labels in context: the context's label of
-        the query vs the other class's label (only ICL can solve it);
-      - iwl: a trained class absent from the context: its memorized label vs a label present
-        in the context (only IWL can solve it);
-      - icl_vs_iwl: a trained class whose context items carry another label than its memorized
-        one: the context's label vs the memorized label (accuracy > 0.5: the context wins).
+    Probe families (correct vs incorrect continuation); each context holds two classes, half
+    of the items each, and both candidate labels equally often (so that copying whatever label
+    the context shows cannot pass):
+      - icl_novel: two novel classes with arbitrary labels: the query's label in the context vs
+        the other class's (only ICL solves it);
+      - iwl: a trained class absent from the context, which shows its memorized label on
+        another class: the memorized label vs the other class's (only IWL solves it);
+      - icl_vs_iwl: a trained class shown with another label than its memorized one, which
+        the other class carries: the context's label vs the memorized label (accuracy > 0.5:
+        the context wins; < 0.5: the weights win).
     """
 
     kind = "bursty_icl"
+    line_sep = ","
     options = {"num_classes": 512, "novel_classes": 64, "num_labels": 10, "context_pairs": 8,
-               "bursty": 0.9, "burst": 3, "zipf": 1.0, "loss_on": "answer",
+               "bursty": 0.9, "burst": 3, "relabel": 0.0, "zipf": 1.0, "loss_on": "answer",
                "probe_shots": 0}  # probes use context_pairs items; probe_shots is unused
     KEY_CHARS = string.ascii_uppercase
 
@@ -123,6 +160,9 @@ class BurstyICL(SyntheticDomain):
         self.classes = [keys[i] for i in order[: o["num_classes"]]]
         self.novel = [keys[i] for i in order[o["num_classes"]:][: o["novel_classes"]]]
         self.labels = [str(v) for v in table.integers(o["num_labels"], size=o["num_classes"])]
+        if min(self.labels.count(str(v)) for v in range(o["num_labels"])) < 2:
+            raise DataError(f"domain '{self.name}' ({self.kind}): too few classes: the probes "
+                            f"need every label on at least 2 classes")
         ranks = np.arange(1, o["num_classes"] + 1, dtype=np.float64)
         self.class_cdf = np.cumsum(ranks ** -o["zipf"]) / np.sum(ranks ** -o["zipf"])
 
@@ -150,48 +190,61 @@ class BurstyICL(SyntheticDomain):
 
     def sample(self, rng: np.random.Generator) -> Problem:
         q = self._draw(rng, 1)[0]
-        if rng.random() < self.opt["bursty"]:
-            items = self._bursty_context(rng, q, self.labels[q])
-        else:
+        if rng.random() >= self.opt["bursty"]:
             items = [(self.classes[i], self.labels[i])
                      for i in self._draw(rng, self.opt["context_pairs"])]
-        return self._episode(items, self.classes[q], self.labels[q])
+            return self._episode(items, self.classes[q], self.labels[q])
+        items, answer = self._bursty_context(rng, q, self.labels[q]), self.labels[q]
+        if rng.random() < self.opt["relabel"]:  # this episode's own labels: only ICL solves it
+            perm = rng.permutation(self.opt["num_labels"])
+            items = [(k, str(perm[int(v)])) for k, v in items]
+            answer = str(perm[int(answer)])
+        return self._episode(items, self.classes[q], answer)
+
+    def _two_way(self, rng, first: tuple[str, str], second: tuple[str, str]) -> list:
+        """A context of two classes, half of the items each, shuffled (a 2-way few-shot task):
+        both candidate labels occur equally often, so copying any context label does not help."""
+        n = self.opt["context_pairs"]
+        items = [first] * (n // 2) + [second] * (n - n // 2)
+        return [items[i] for i in rng.permutation(n)]
+
+    def _with_label(self, rng, label: str, same: bool, exclude: int) -> int:
+        """A trained class other than `exclude` whose label is (or, same=False, is not) `label`."""
+        ids = [i for i, lab in enumerate(self.labels) if (lab == label) == same and i != exclude]
+        return ids[int(rng.integers(len(ids)))]
 
     def probe_families(self) -> dict[str, Callable[[np.random.Generator, int], ProbeItem]]:
-        n, num_labels = self.opt["context_pairs"], self.opt["num_labels"]
-
-        def other_label(rng, label: str) -> str:
-            return str((int(label) + 1 + int(rng.integers(num_labels - 1))) % num_labels)
+        num_labels = self.opt["num_labels"]
 
         def icl_novel(rng, shots):
             u, v = (self.novel[i] for i in rng.choice(len(self.novel), 2, replace=False))
             lu, lv = (str(x) for x in rng.choice(num_labels, 2, replace=False))
-            items = [(u, lu)] * (n // 2) + [(v, lv)] * (n - n // 2)
-            items = [items[i] for i in rng.permutation(n)]
-            return ProbeItem("icl_novel", self._episode(items, u, lu).prompt, lu, lv)
+            prompt = self._episode(self._two_way(rng, (u, lu), (v, lv)), u, lu).prompt
+            return ProbeItem("icl_novel", prompt, lu, lv)
 
         def iwl(rng, shots):
             q = self._draw(rng, 1)[0]
-            while True:
-                ids = self._draw(rng, n, exclude=(q,))
-                wrong = sorted({self.labels[i] for i in ids} - {self.labels[q]})
-                if wrong:
-                    break
-            items = [(self.classes[i], self.labels[i]) for i in ids]
-            prompt = self._episode(items, self.classes[q], self.labels[q]).prompt
-            return ProbeItem("iwl", prompt, self.labels[q], wrong[int(rng.integers(len(wrong)))])
+            a = self._with_label(rng, self.labels[q], True, q)
+            b = self._with_label(rng, self.labels[q], False, q)
+            context = self._two_way(rng, (self.classes[a], self.labels[a]),
+                                    (self.classes[b], self.labels[b]))
+            prompt = self._episode(context, self.classes[q], self.labels[q]).prompt
+            return ProbeItem("iwl", prompt, self.labels[q], self.labels[b])
 
         def icl_vs_iwl(rng, shots):
             q = self._draw(rng, 1)[0]
-            swapped = other_label(rng, self.labels[q])
-            items = self._bursty_context(rng, q, swapped)
-            prompt = self._episode(items, self.classes[q], swapped).prompt
+            d = self._with_label(rng, self.labels[q], True, q)
+            swapped = str((int(self.labels[q]) + 1 + int(rng.integers(num_labels - 1)))
+                          % num_labels)
+            context = self._two_way(rng, (self.classes[q], swapped),
+                                    (self.classes[d], self.labels[d]))
+            prompt = self._episode(context, self.classes[q], swapped).prompt
             return ProbeItem("icl_vs_iwl", prompt, swapped, self.labels[q])
 
         return {"icl_novel": icl_novel, "iwl": iwl, "icl_vs_iwl": icl_vs_iwl}
 
 
-class PatternArithmetic(SyntheticDomain):
+class PatternArithmetic(EpisodeDomain):
     """Episodes of `shots` demos and a query, `a+b= c` over Z_p (one symbol per residue),
     whose answers follow one of four modes, drawn per episode:
       - compute: independent problems (only the computation predicts the answers);

@@ -29,21 +29,27 @@ def test_world_kinds_are_registered():
 
 
 @pytest.mark.parametrize("name", WORLD)
-def test_rows_are_deterministic_and_hold_one_weighted_answer(name):
+def test_rows_are_deterministic_and_hold_one_problem_with_its_answers_weighted(name):
     data, domain = domain_of(name)
     again = domain_of(name)[0]
     for step in (0, 3):
         a, b = data.train_batch(step, 8), again.train_batch(step, 8)
         for k in a:
             np.testing.assert_array_equal(a[k], b[k])
+    sep = getattr(domain, "line_sep", "\n")
     for split in (TRAIN, HELDOUT):
         for i in range(20):
             tokens, weights = domain.row(i, split)
             text = data.tokenizer.decode(tokens)
-            # one problem (episode) per row: its answer is the row's last token, the only one
-            # with loss (the joiner after it is cut off)
-            (answer_at,) = np.flatnonzero(weights)
-            assert text[answer_at] == " " and answer_at + 1 == len(tokens) - 1
+            # one problem (episode) per row, cut before the joiner: its last token is the
+            # query's answer; loss on the query's answer, or on every line's answer
+            answers, start = [], 0
+            for line in text.split(sep):
+                answers.append(start + len(line) - 1)
+                start += len(line) + len(sep)
+            assert answers[-1] == len(tokens) - 1 and all(text[j - 1] == " " for j in answers)
+            expected = answers if domain.opt["loss_on"] == "answers" else answers[-1:]
+            np.testing.assert_array_equal(np.flatnonzero(weights) + 1, expected)
 
 
 def test_modular_symbols_table_split_and_answers():
@@ -69,19 +75,24 @@ def parse_icl(prompt: str) -> tuple[list[tuple[str, str]], str]:
     return [tuple(item.split(" ")) for item in items], query
 
 
-def test_bursty_icl_rows_use_fixed_labels_and_never_novel_classes():
+def test_bursty_icl_rows_use_fixed_or_relabeled_labels_and_never_novel_classes():
     data, dom = domain_of("icl_vs_iwl")
     label = dict(zip(dom.classes, dom.labels))
     novel = set(dom.novel)
     assert not novel & set(dom.classes) and len(novel) == dom.opt["novel_classes"]
-    bursty = 0
+    bursty = relabeled = 0
     train_texts = texts(data, dom, TRAIN, 400)
     for text in train_texts:
         items, query = parse_icl(text[: text.rindex(" ")])
-        answer = text.split(" ")[-1]
-        assert all(label[k] == v for k, v in items) and answer == label[query]
+        pairs = [*items, (query, text.split(" ")[-1])]
+        assert not {k for k, _ in pairs} & novel
+        mapping = {label[k]: v for k, v in pairs}  # memorized label -> this episode's label
+        assert len(set(mapping.values())) == len(mapping)  # labels fixed or consistently permuted
+        assert all(mapping[label[k]] == v for k, v in pairs)
+        relabeled += any(a != b for a, b in mapping.items())
         bursty += sum(k == query for k, _ in items) >= dom.opt["burst"]
-    assert 0.8 < bursty / 400 <= 1.0  # bursty=0.9 (a non-bursty context rarely repeats q)
+    assert abs(bursty / 400 - dom.opt["bursty"]) < 0.06  # non-bursty rarely repeats the query
+    assert abs(relabeled / 400 - dom.opt["bursty"] * dom.opt["relabel"]) < 0.07
     held = texts(data, dom, HELDOUT, 100)
     assert all(is_heldout(t, dom.heldout_fraction) for t in held)
     assert not any(is_heldout(t, dom.heldout_fraction) for t in train_texts)
@@ -95,14 +106,16 @@ def test_bursty_icl_probes_are_correct_by_construction():
     assert {it.family for it in items} == {"icl_novel", "iwl", "icl_vs_iwl"}
     for it in items:
         context, query = parse_icl(it.prompt)
+        shown = [v for _, v in context]
         in_context = {v for k, v in context if k == query}
         assert len(context) == dom.opt["context_pairs"] and it.correct != it.incorrect
+        # copying a context label cannot pass: both answers occur, equally often
+        assert shown.count(it.correct) == shown.count(it.incorrect) == len(context) // 2
         if it.family == "icl_novel":  # novel classes, labels only in the context
-            assert {k for k, _ in context} <= set(dom.novel)
-            assert in_context == {it.correct} and it.incorrect in {v for _, v in context}
-        elif it.family == "iwl":  # query absent from the context: the memorized label
+            assert {k for k, _ in context} <= set(dom.novel) and in_context == {it.correct}
+        elif it.family == "iwl":  # the query is absent from the context: its memorized label
             assert not in_context and it.correct == label[query]
-            assert it.incorrect in {v for _, v in context}
+            assert all(label[k] == v for k, v in context)
         else:  # the context's label for the query against its memorized label
             assert in_context == {it.correct} and it.incorrect == label[query]
 
@@ -170,6 +183,7 @@ def test_pattern_arithmetic_probes_set_pattern_against_computation():
     ("modular_symbols", {"modulus": 97}, "modulus must be in"),
     ("bursty_icl", {"num_classes": 700}, "num_classes \\+ novel_classes"),
     ("bursty_icl", {"num_labels": 11}, "num_labels"),
+    ("bursty_icl", {"num_classes": 12}, "too few classes"),
     ("bursty_icl", {"burst": 5}, "burst"),
     ("pattern_arithmetic", {"repeat": 0.6, "flipped": 0.6}, "mode probabilities"),
     ("pattern_arithmetic", {"shots": 0}, "shots"),

@@ -1,0 +1,394 @@
+"""What the eval hooks cost: fused into the train step, against their own compute, the FLOP
+bound and the usual alternatives.
+
+Variants, timed side by side in interleaved rounds on the same device-resident batches:
+  a  no_hooks         the train step alone
+  b  fused            genjax: every hook inside the jitted step, every step
+  c  fused_every_n    the same hooks under `lax.cond`, run every N steps
+  c2 two_programs     every N steps by switching on the host between two compiled steps
+                      (with and without hooks, Levanter's way), for DESIGN.md's question
+  d  separate_async   train step, then a separate jitted eval call, every step; both results
+                      fetched one step late after `copy_to_host_async`
+  e  separate_sync    the naive loop: separate eval call and a host read (`float()`) of every
+                      value every step, as most trainers log
+  f  eval_alone       the eval call by itself: the eval's own cost
+The separate eval (d, e, f) runs exactly the fused hooks through `run_hooks`, so it does the
+same eval forward passes. The fused hooks reuse the train step's per-token losses (train-domain
+metrics, held-out gap); the separate call gets zeros in their place instead of recomputing
+them, which spares it a forward pass: the comparison favours the alternatives.
+
+Per grid point: flop_bound = analytic eval-forward FLOPs / train-step FLOPs (~ eval tokens / (3
+train tokens)), eval_alone = f/a, and each variant's overhead t/a - 1. Also: the probe hook's
+shared-prompt scoring ([prompt | correct | incorrect] in one row) against two separate
+teacher-forced passes of the same items, with prompts 4x longer than the continuations.
+
+    python benchmarks/hook_overhead.py --quick --out hook_overhead.json
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import string
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import common
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from genjax.data import Data, ProbeItem, build_data
+from genjax.data.tokenizers import ByteTokenizer
+from genjax.hooks.base import StepContext, run_hooks
+from genjax.hooks.probes import encode_items, score_items
+from genjax.perf import forward_flops, train_step_flops
+from genjax.train.trainer import TrainProgram
+
+REQUIRED = ("variant", "step_ms", "overhead_vs_no_hooks", "flop_bound", "eval_alone")
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    """One grid point: model size, number of domains, probe items in total."""
+
+    size: str
+    domains: int
+    items: int
+
+
+QUICK_GRID = (Point("tiny", 3, 128), Point("quickstart", 3, 32), Point("quickstart", 9, 128))
+FULL_GRID = tuple(Point(s, d, n) for s in ("quickstart", "small", "medium") for d in (3, 9)
+                  for n in (32, 128, 512))
+QUICK_PROBE = (("quickstart", 8),)  # (size, answer tokens)
+FULL_PROBE = tuple((s, a) for s in ("quickstart", "small") for a in (4, 8, 16, 32))
+
+
+def hook_config(point: Point, every: int = 1, batch_size: int = 16, seq_len: int = 64):
+    """Every built-in hook on (as in the quickstart), probes sized to `point.items`."""
+    c = common.bench_config(point.size, point.domains, batch_size, seq_len)
+    for name in ("heldout", "train_domains", "probes", "memorization"):
+        c.hooks[name].enabled = True
+        c.hooks[name].every = every
+    c.hooks.memorization.examples = 12
+    return c
+
+
+def set_probe_items(config, data: Data, items: int) -> None:
+    """Items per built-in family so that all families together hold about `items` items."""
+    families = sum(len(d.probe_families()) for d in data.domains)
+    config.hooks.probes.builtin_items = max(1, math.ceil(items / families))
+
+
+def eval_forward_flops(program: TrainProgram) -> tuple[float, int]:
+    """(analytic forward FLOPs, tokens) of every hook's eval rows ("inputs" or "tokens")."""
+    flops, tokens = 0.0, 0
+    for data in program.hook_host_data:
+        rows = data.get("inputs", data.get("tokens")) if isinstance(data, dict) else None
+        if rows is not None:
+            n, t = np.shape(rows)
+            flops += forward_flops(program.model_cfg, n, t)
+            tokens += n * t
+    return flops, tokens
+
+
+class Bench:
+    """Builds the programs of one grid point and the step loops of every variant."""
+
+    def __init__(self, point: Point, every: int, devices: Sequence[jax.Device],
+                 bare: dict[str, TrainProgram]):
+        config, config_n = hook_config(point), hook_config(point, every)
+        data = build_data(config)
+        set_probe_items(config, data, point.items)
+        set_probe_items(config_n, data, point.items)
+        self.fused = TrainProgram(config, data=data, devices=devices)
+        self.every_n = TrainProgram(config_n, data=data, devices=devices)
+        if point.size not in bare:  # the hook-free step depends on the model size only
+            bare[point.size] = TrainProgram(config, data=data, hooks=[], devices=devices)
+        self.bare = bare[point.size]
+        self.point, self.every = point, every
+        self.batches = common.device_batches(self.bare, 4)
+        self.hook_data = self.fused.place_hook_data()
+        self.hook_data_n = self.every_n.place_hook_data()
+        hooks, apply_fn = self.fused.hooks, self.fused.apply_fn
+        self.eval_fn = jax.jit(lambda params, data, ctx: run_hooks(hooks, params, apply_fn,
+                                                                   data, ctx))
+        zeros = jnp.zeros((config.train.batch_size, config.train.seq_len), jnp.float32)
+        self.contexts = [  # the train-batch parts a separate eval call does not have
+            lambda step, b=b: StepContext(step=step, token_loss_BxT=zeros,
+                                          token_correct_BxT=zeros,
+                                          loss_mask_BxT=b["loss_mask"], domain_B=b["domain"])
+            for b in self.batches]
+        model, c = self.fused.model_cfg, config.train
+        self.train_flops = train_step_flops(model, c.batch_size, c.seq_len)
+        self.eval_flops, self.eval_tokens = eval_forward_flops(self.fused)
+        self.train_tokens = c.batch_size * c.seq_len
+        self.probe_items = sum(len(h.items) for h in self.fused.hooks if h.name == "probes")
+
+    def variants(self) -> dict[str, common.RunSteps]:
+        b = self
+        return {
+            "no_hooks": b.loop(b.bare, []),
+            "fused": b.loop(b.fused, b.hook_data),
+            "fused_every_n": b.loop(b.every_n, b.hook_data_n),
+            "two_programs": b.two_programs(),
+            "separate_async": b.separate(sync=False),
+            "separate_sync": b.separate(sync=True),
+            "eval_alone": b.eval_alone(),
+        }
+
+    def temp_mb(self) -> dict[str, float]:
+        """XLA's temporary buffer per executable (already compiled: a cache hit). On CPU one
+        above glibc's 32 MiB mmap ceiling is mapped and faulted in afresh on every call."""
+        mb = lambda compiled: compiled.memory_analysis().temp_size_in_bytes / 2**20
+        step_mb = lambda p: mb(p.step_fn.lower(*p.abstract_args()).compile())
+        eval_mb = mb(self.eval_fn.lower(self.bare.init_state().params, self.hook_data,
+                                        self.contexts[0](jnp.int32(0))).compile())
+        bare, fused = step_mb(self.bare), step_mb(self.fused)
+        return {"no_hooks": bare, "fused": fused, "fused_every_n": step_mb(self.every_n),
+                "two_programs": fused, "separate_async": max(bare, eval_mb),
+                "separate_sync": max(bare, eval_mb), "eval_alone": eval_mb}
+
+    def _next_batch(self, box: dict[str, Any]) -> int:
+        box["i"] += 1
+        return box["i"] % len(self.batches)
+
+    def loop(self, program: TrainProgram, hook_data: Any) -> common.RunSteps:
+        """The genjax loop: dispatch step t, then fetch step t-1's metrics."""
+        box = {"state": program.init_state(), "i": 0}
+
+        def run(n: int):
+            pending = None
+            for _ in range(n):
+                batch = self.batches[self._next_batch(box)]
+                box["state"], metrics = program.step_fn(box["state"], batch, hook_data)
+                if pending is not None:
+                    jax.device_get(pending)
+                pending = metrics
+            return pending
+
+        return run
+
+    def two_programs(self) -> common.RunSteps:
+        """Every N steps by choosing on the host between the fused and the bare program."""
+        box = {"state": self.bare.init_state(), "i": 0, "step": 0}
+
+        def run(n: int):
+            pending = None
+            for _ in range(n):
+                batch = self.batches[self._next_batch(box)]
+                with_hooks = box["step"] % self.every == 0
+                program, data = (self.fused, self.hook_data) if with_hooks else (self.bare, [])
+                box["state"], metrics = program.step_fn(box["state"], batch, data)
+                box["step"] += 1
+                if pending is not None:
+                    jax.device_get(pending)
+                pending = metrics
+            return pending
+
+        return run
+
+    def separate(self, sync: bool) -> common.RunSteps:
+        """Train step, then the eval call on the new params; fetch late (async) or now."""
+        box = {"state": self.bare.init_state(), "i": 0}
+
+        def run(n: int):
+            pending = None
+            for _ in range(n):
+                i = self._next_batch(box)
+                box["state"], metrics = self.bare.step_fn(box["state"], self.batches[i], [])
+                state = box["state"]
+                evals = self.eval_fn(state.params, self.hook_data, self.contexts[i](state.step))
+                if sync:  # what `loss = float(loss)` logging does every step
+                    box["logged"] = {"train/loss": float(metrics["train/loss"]),
+                                     **{k: np.asarray(v).tolist() for k, v in evals.items()}}
+                    continue
+                for leaf in jax.tree.leaves((metrics, evals)):
+                    leaf.copy_to_host_async()
+                if pending is not None:
+                    jax.device_get(pending)
+                pending = (metrics, evals)
+            return pending
+
+        return run
+
+    def eval_alone(self) -> common.RunSteps:
+        params = self.bare.init_state().params
+        box = {"i": 0}
+
+        def run(n: int):
+            out = None
+            for _ in range(n):
+                i = self._next_batch(box)
+                out = self.eval_fn(params, self.hook_data, self.contexts[i](jnp.int32(0)))
+            return out
+
+        return run
+
+
+def measure_point(bench: Bench, rounds: int, steps: int,
+                  info: dict[str, Any]) -> tuple[list[common.Row], common.Row]:
+    """Rows (one per variant) and the summary line of one grid point."""
+    steps = math.ceil(steps / bench.every) * bench.every  # whole every-N periods per round
+    samples = common.interleaved(bench.variants(), rounds, steps)
+    ms = {k: s.ms for k, s in samples.items()}
+    temp = bench.temp_mb()
+    base = ms["no_hooks"]
+    bound = bench.eval_flops / bench.train_flops
+    eval_alone = common.ratio(ms["eval_alone"], base)
+    p = bench.point
+    point = {"size": p.size, "num_params": bench.fused.model_cfg.num_params(),
+             "domains": p.domains, "probe_items": bench.probe_items,
+             "train_tokens": bench.train_tokens, "eval_tokens": bench.eval_tokens,
+             "every_n": bench.every}
+    bounds = {"no_hooks": 0.0, "fused_every_n": bound / bench.every,
+              "two_programs": bound / bench.every}
+    rows = []
+    for name, s in samples.items():
+        rows.append({"table": "hooks", **point, "variant": name, **s.summary(),
+                     "temp_mib": temp[name],
+                     "overhead_vs_no_hooks": common.ratio(ms[name], base) - 1.0,
+                     "flop_bound": bounds.get(name, bound), "eval_alone": eval_alone,
+                     "sync_over_fused": common.ratio(ms["separate_sync"], ms["fused"]),
+                     **info})
+    over = {k: common.ratio(v, base) - 1.0 for k, v in ms.items()}
+    summary = {**point, "no_hooks_ms": base, "flop_bound": bound, "eval_alone": eval_alone,
+               **{f"{k}_over": v for k, v in over.items()},
+               "sync_over_fused": common.ratio(ms["separate_sync"], ms["fused"]),
+               "async_over_fused": common.ratio(ms["separate_async"], ms["fused"]),
+               "fused_cpu_over": common.ratio(common.median(samples["fused"].cpu_ms),
+                                              common.median(samples["no_hooks"].cpu_ms)) - 1,
+               "eval_alone_cpu": common.ratio(common.median(samples["eval_alone"].cpu_ms),
+                                              common.median(samples["no_hooks"].cpu_ms)),
+               "fused_faults": common.median(samples["fused"].page_faults),
+               "fused_temp": temp["fused"], "separate_temp": temp["separate_sync"]}
+    summary["target_fused"] = over["fused"] <= eval_alone + 0.03
+    summary["target_order"] = ms["fused"] <= min(ms["separate_async"], ms["separate_sync"])
+    return rows, summary
+
+
+SUMMARY_COLUMNS = (
+    ("size", "model", "s"), ("num_params", "params", ","), ("domains", "D", "d"),
+    ("probe_items", "items", "d"), ("eval_tokens", "eval tok", "d"),
+    ("no_hooks_ms", "a ms", ".1f"), ("flop_bound", "FLOP bound", ".2f"),
+    ("eval_alone", "f/a", ".2f"), ("fused_over", "b", ".1%"),
+    ("fused_every_n_over", "c cond", ".1%"), ("two_programs_over", "c2 2prog", ".1%"),
+    ("separate_async_over", "d", ".1%"), ("separate_sync_over", "e", ".1%"),
+    ("sync_over_fused", "e/b", ".2f"), ("async_over_fused", "d/b", ".2f"),
+    ("eval_alone_cpu", "f/a cpu", ".2f"), ("fused_cpu_over", "b cpu", ".1%"),
+    ("fused_faults", "b faults", ".0f"), ("fused_temp", "b temp MiB", ".1f"),
+    ("separate_temp", "e temp MiB", ".1f"), ("target_fused", "b<=f/a+3pp", ""),
+    ("target_order", "b<=d,e", ""),
+)
+
+
+# ------------------------------------------------------------------------- probe sharing
+def synthetic_items(n: int, prompt_chars: int, answer_chars: int, seed: int = 0):
+    """Random-letter probe items: byte tokens, so token counts equal character counts."""
+    rng = random.Random(seed)
+    word = lambda k: "".join(rng.choice(string.ascii_lowercase) for _ in range(k))
+    return [ProbeItem("synthetic", word(prompt_chars), word(answer_chars), word(answer_chars))
+            for _ in range(n)]
+
+
+def separate_scores(apply_fn, params, rows: dict[str, jax.Array],
+                    prompt_len: int) -> dict[str, jax.Array]:
+    """Two ordinary teacher-forced passes, one per continuation: rows [prompt | answer]."""
+    out = {}
+    for name in ("correct", "incorrect"):
+        tokens = rows[name]
+        logp = jax.nn.log_softmax(apply_fn(params, tokens)[:, prompt_len - 1:-1], axis=-1)
+        token_logp = jnp.take_along_axis(logp, tokens[:, prompt_len:, None], axis=-1)[..., 0]
+        out[f"{name}_logp"] = token_logp.sum(1)
+        out[f"{name}_avg_prob"] = jnp.exp(token_logp).mean(1)
+    return out
+
+
+def probe_sharing(size: str, answer_len: int, num_items: int, rounds: int, steps: int,
+                  devices: Sequence[jax.Device], info: dict[str, Any]) -> list[common.Row]:
+    """Shared-prompt scoring against two full passes, prompts 4x the continuation length."""
+    prompt_len = 4 * answer_len  # tokens of `prompt + " "`
+    program = TrainProgram(common.bench_config(size), hooks=[], devices=devices[:1])
+    params = program.init_state().params
+    tok = ByteTokenizer()
+    items = synthetic_items(num_items, prompt_len - 1, answer_len)
+    shared = {k: jnp.asarray(v) for k, v in
+              encode_items(items, tok, prompt_len, answer_len).items()}
+    rows = {name: jnp.asarray([tok.encode(it.prompt + " " + getattr(it, name)) for it in items],
+                              jnp.int32) for name in ("correct", "incorrect")}
+    apply_fn = program.apply_fn
+    shared_fn = jax.jit(lambda p, d: score_items(apply_fn, p, d))
+    separate_fn = jax.jit(lambda p, d: separate_scores(apply_fn, p, d, prompt_len))
+    a, b = shared_fn(params, shared), separate_fn(params, rows)
+    diff = max(float(jnp.max(jnp.abs(a[k] - b[k]))) for k in a)
+    samples = common.interleaved({
+        "probe_shared": lambda n: [shared_fn(params, shared) for _ in range(n)][-1],
+        "probe_two_passes": lambda n: [separate_fn(params, rows) for _ in range(n)][-1],
+    }, rounds, steps)
+    model = program.model_cfg
+    flop_ratio = (forward_flops(model, num_items, prompt_len + 2 * answer_len)
+                  / (2 * forward_flops(model, num_items, prompt_len + answer_len)))
+    time_ratio = common.ratio(samples["probe_shared"].ms, samples["probe_two_passes"].ms)
+    return [{"table": "probe_sharing", "size": size, "num_params": model.num_params(),
+             "variant": name, "items": num_items, "prompt_tokens": prompt_len,
+             "answer_tokens": answer_len, **s.summary(), "flop_ratio": flop_ratio,
+             "time_ratio": time_ratio, "max_abs_diff": diff, **info}
+            for name, s in samples.items()]
+
+
+PROBE_COLUMNS = (
+    ("size", "model", "s"), ("items", "items", "d"), ("prompt_tokens", "prompt", "d"),
+    ("answer_tokens", "answer", "d"), ("shared_ms", "shared ms", ".2f"),
+    ("two_passes_ms", "2 passes ms", ".2f"), ("flop_ratio", "FLOP ratio", ".2f"),
+    ("time_ratio", "time ratio", ".2f"), ("max_abs_diff", "max |diff|", ".1e"),
+)
+
+
+def main(argv: Sequence[str] | None = None) -> list[common.Row]:
+    p = common.parser(__doc__.split("\n\n")[0])
+    p.add_argument("--grid", default="",
+                   help="points size:domains:items, comma-separated (default: by --quick)")
+    p.add_argument("--probe-grid", default="",
+                   help="probe-sharing points size:answer_tokens, comma-separated")
+    p.add_argument("--probe-items", type=int, default=128)
+    p.add_argument("--every", type=int, default=0, help="N of the every-N variants")
+    args = p.parse_args(argv)
+    rounds = args.rounds or (5 if args.quick else 15)
+    steps = args.steps or (5 if args.quick else 10)
+    every = args.every or (5 if args.quick else 10)
+    grid = ([Point(s, int(d), int(n)) for s, d, n in
+             (x.split(":") for x in args.grid.split(","))] if args.grid
+            else QUICK_GRID if args.quick else FULL_GRID)
+    probe_grid = ([(s, int(a)) for s, a in (x.split(":") for x in args.probe_grid.split(","))]
+                  if args.probe_grid else QUICK_PROBE if args.quick else FULL_PROBE)
+    devices = common.devices(args.devices)
+    info = common.machine()
+    print(f"hook overhead on {common.describe_machine(info)}; {rounds} rounds x {steps}+ "
+          f"steps per variant, every_n={every}", flush=True)
+    rows, summaries, bare = [], [], {}
+    for point in grid:
+        bench = Bench(point, every, devices, bare)
+        point_rows, summary = measure_point(bench, rounds, steps, info)
+        rows += point_rows
+        summaries.append(summary)
+        common.print_table([summary], SUMMARY_COLUMNS[:9] + SUMMARY_COLUMNS[12:14])
+    common.print_table(summaries, SUMMARY_COLUMNS,
+                       "step-time overhead vs no hooks (a); b fused, c every-N (lax.cond), "
+                       "c2 every-N (two programs), d separate+async, e separate+float()")
+    probe_rows = []
+    for size, answer_len in probe_grid:
+        probe_rows += probe_sharing(size, answer_len, args.probe_items, rounds, steps,
+                                    devices, info)
+    rows += probe_rows
+    pairs = [dict(a, shared_ms=a["step_ms"], two_passes_ms=b["step_ms"])
+             for a, b in zip(probe_rows[::2], probe_rows[1::2])]
+    common.print_table(pairs, PROBE_COLUMNS, "probe scoring: shared prompt vs two full passes")
+    common.write_rows(args.out, rows)
+    return rows
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
+
