@@ -20,10 +20,14 @@ the weights win), while icl_novel stays at chance; then the induction-head phase
 ~80 steps icl_novel jumps from chance to > 0.9 and icl_vs_iwl flips to the context, while the
 iwl margin shrinks (the strategies compete for the same answer).
 
-Measured (seed 0, 2 shared CPU cores): icl_novel accuracy <= 0.66 until step 340, 0.75 at 360,
-0.94 at 420, ~1.0 from 560; change point of its soft margin at step 390. icl_vs_iwl margin
-about -0.2 over steps 100-320 (accuracy ~0.25), > 0 from step 350, accuracy 0.94 at 440; iwl
-accuracy ~0.85 from step 150 on. WALL_TIME
+Measured (seed 0; `genjax train --config configs/icl_vs_iwl.py --workdir /tmp/icl_vs_iwl`:
+238 s wall on 2 CPU cores shared with other jobs, load average ~7): icl_novel accuracy <= 0.66
+until step 340, 0.75 at 360, 0.94 at 420, ~1.0 from 580 (soft margin 0.09 at 340, 0.75 at
+420); icl_vs_iwl margin about -0.2 over steps 80-300 (accuracy ~0.25), > 0 from step 360,
+accuracy 0.94 at 440; iwl accuracy ~0.8 from step 140 on, its margin shrinking from ~0.45 to
+~0.3 after the phase change. `genjax analyze`: soft-margin change points at 358 and 414
+(icl_novel) and 344 and 414 (icl_vs_iwl); one hop, icl_vs_iwl from pattern_matching (weights
+win, steps 22-276) to generalizing (context wins) at step 372.
 """
 
 from genjax.config import ConfigDict, base_config

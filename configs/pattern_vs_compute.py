@@ -19,9 +19,13 @@ since the flip is not learned yet); (3) the flip is learned: arith_flipped hops 
 (the context's labels win), and at the same time repeat/successive become cleaner (margins
 0.65/0.45 -> 0.94): the model now checks demos against its own computation.
 
-Measured (seed 0, 2 shared CPU cores): arith_repeat accuracy 0.03 at steps 100-160, 1.0 at
-200; arith_successive 0.03 at 120-160, 0.9 at 200; soft-margin change points at 190 (repeat),
-180 and 560-610 (flipped: accuracy 0.8 at 540, 0.09 at 620). WALL_TIME
+Measured (seed 0; `genjax train --config configs/pattern_vs_compute.py --workdir
+/tmp/pattern_vs_compute`: 153 s wall on 2 CPU cores shared with other jobs, load average ~7):
+arith_repeat accuracy 0.03 at steps 100-160, 0.75 at 180, 1.0 at 200; arith_successive 0.03 at
+120-160, 0.94 at 200; arith_flipped 0.56 at 160, 0.94 at 200, 0.78 at 540, 0.31 at 580, 0.06
+from 640 on. `genjax analyze` labels the regimes and finds three hops: arith_repeat and
+arith_successive pattern_matching (from steps 70 and 90) -> generalizing at step 180;
+arith_flipped generalizing (170-562) -> pattern_matching at step 590.
 """
 
 from genjax.config import ConfigDict, base_config
