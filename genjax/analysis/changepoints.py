@@ -27,6 +27,8 @@ def noise_sigma(values: np.ndarray) -> float:
         return 0.0
     centered = diffs - np.median(diffs)
     mad = 1.4826 * np.median(np.abs(centered))
+    if mad == 0.0:  # quantized or saturated series (e.g. accuracies): most steps do not move
+        mad = float(np.std(centered))
     if mad == 0.0:
         return 0.0
     clipped = np.clip(centered, -5 * mad, 5 * mad)  # level shifts do not set the noise
