@@ -93,7 +93,7 @@ class Samples:
 
     def summary(self) -> Row:
         """Medians (and the wall-time spread) as row fields."""
-        return {"step_ms": self.ms, "cpu_ms": median(self.cpu_ms),
+        return {"step_ms": self.ms, "best_ms": min(self.wall_ms), "cpu_ms": median(self.cpu_ms),
                 "page_faults": median(self.page_faults), "spread": spread(self.wall_ms)}
 
 

@@ -120,16 +120,17 @@ def cmd_analyze(argv: list[str]) -> int:
                            flag_values=fv)
         flags.DEFINE_integer("smooth", 1, "moving-average window before change points",
                              flag_values=fv)
-        flags.DEFINE_integer("min_regime_steps", 20, "rows a regime must last to count",
-                             flag_values=fv)
+        flags.DEFINE_integer("min_regime_steps", 0, "rows a regime must last to count "
+                             "(0: the run's config.analysis.min_regime_steps)", flag_values=fv)
 
     fv, rest = _flags(argv, define, positional=1)
     from genjax.analysis.analyze import AnalysisOptions
     from genjax.analysis.report import analyze_workdir
 
-    opts = AnalysisOptions(beta=fv["beta"].value, smooth_window=fv["smooth"].value,
-                           min_regime_steps=fv["min_regime_steps"].value)
-    out = analyze_workdir(rest[0], opts)
+    custom = {k: v for k, v in (("beta", fv["beta"].value), ("smooth_window", fv["smooth"].value),
+                                 ("min_regime_steps", fv["min_regime_steps"].value))
+              if v != AnalysisOptions.__dataclass_fields__[k].default and v}
+    out = analyze_workdir(rest[0], AnalysisOptions(**custom) if custom else None)
     print(f"analysis written to {out}")
     return 0
 

@@ -166,6 +166,10 @@ def analyze_workdir(workdir: str, opts: AnalysisOptions | None = None) -> pathli
         from genjax.stream.store import StreamError
 
         raise StreamError(f"{workdir}: the metric store has {len(run)} rows; nothing to analyze")
+    if opts is None:  # the run's own `config.analysis` settings, when it stored them
+        stored = json.loads(run.attrs.get("config") or "{}").get("analysis", {})
+        opts = AnalysisOptions(**{k: stored[k] for k in ("window", "min_regime_steps")
+                                  if k in stored})
     out = path / "analysis"
     write_report(run, out, checkpoint_steps(path), opts)
     return out
