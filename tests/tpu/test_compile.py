@@ -232,3 +232,17 @@ def test_notes_flag_undercounted_and_replicated_flops():
     assert any("fewer bytes accessed" in n for n in notes)
     assert len(tc._notes(config, {"with_hooks": section(1.0, 1.0)},
                          {"est_bytes_accessed_share": None})) == 1
+
+
+@needs_libtpu
+def test_tpu_estimates_benchmark(tmp_path, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(CONFIGS.parent / "benchmarks"))
+    import tpu_estimates
+
+    out = tmp_path / "estimates.json"
+    assert tpu_estimates.main(["--runs", "tiny@v5e:2x2,tiny@v5e:3x3", "--out", str(out)]) == 0
+    ok, refused = json.loads(out.read_text())
+    assert ok["preset"] == "tiny" and ok["chips"] == 4 and "with_hooks" in ok
+    assert refused["topology"] == "v5e:3x3" and "libtpu cannot describe" in refused["error"]
+    table = capsys.readouterr().out
+    assert table.count("\n| tiny |") == 2
