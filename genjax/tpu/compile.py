@@ -270,8 +270,6 @@ def compile_program(program, topology: Topology) -> ProgramCost:
     seconds = time.perf_counter() - start
     mem = compiled.memory_analysis()
     cost = compiled.cost_analysis()
-    if isinstance(cost, list | tuple):  # older jax: one dict per program
-        cost = cost[0]
     optimal = cost.get("optimal_seconds")
     return ProgramCost(
         argument_bytes=int(mem.argument_size_in_bytes), output_bytes=int(mem.output_size_in_bytes),
@@ -298,8 +296,6 @@ def whole_program_flops(config, data, hooks: Sequence[Any]) -> float | None:
     single.mesh.update(data=1, fsdp=1, tensor=1)
     program = TrainProgram(single, data=data, hooks=hooks, devices=cpu)
     cost = program.step_fn.lower(*program.abstract_args()).cost_analysis()
-    if isinstance(cost, list | tuple):  # older jax: one dict per program
-        cost = cost[0] if cost else None
     return float(cost["flops"]) if cost and "flops" in cost else None
 
 
@@ -407,8 +403,12 @@ def compile_report(config, topology: Topology,
             f"does not fit: needs {(params_bytes + opt_bytes) / GiB:.2f} GiB per chip for "
             f"parameters and optimizer state alone, {gen.name} has {gen.hbm_gib:g} GiB; use "
             f"more chips or shard more (mesh.fsdp)")
-    bare_cost = (compile_program(program(data=with_hooks.data, hooks=[]), topology)
-                 if with_hooks.hooks else None)
+    bare_cost = None
+    if with_hooks.hooks:
+        try:
+            bare_cost = compile_program(program(data=with_hooks.data, hooks=[]), topology)
+        except CompileError as e:
+            raise CompileError(f"{e} (this is without its hooks)") from e
     try:
         cost = compile_program(with_hooks, topology)
     except CompileError as e:
