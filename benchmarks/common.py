@@ -40,11 +40,7 @@ SIZES: dict[str, tuple[int, int, int, int, int, int]] = {
 }
 
 # Built-in synthetic domain kinds, cycled to make a mixture of any number of domains.
-_DOMAIN_CYCLE = (
-    ("arith", {"kind": "modular_arithmetic", "modulus": 23}),
-    ("grammar", {"kind": "grammar"}),
-    ("kv", {"kind": "kv_lookup", "num_pairs": 3}),
-)
+_DOMAIN_CYCLE = (("arith", "modular_arithmetic"), ("grammar", "grammar"), ("kv", "kv_lookup"))
 _MODULI = (23, 29, 31, 37, 41, 43, 47, 53)
 
 
@@ -59,13 +55,14 @@ def bench_config(size: str, num_domains: int = 3, batch_size: int = 16,
     c.optim.update(warmup_steps=10)
     domains = {}
     for i in range(num_domains):
-        name, spec = _DOMAIN_CYCLE[i % len(_DOMAIN_CYCLE)]
-        spec = dict(spec, weight=1.0)
-        if spec["kind"] == "modular_arithmetic":
-            spec["modulus"] = _MODULI[(i // len(_DOMAIN_CYCLE)) % len(_MODULI)]
-        elif spec["kind"] == "kv_lookup":
-            spec["num_pairs"] = 3 + i // len(_DOMAIN_CYCLE)
-        domains[f"{name}{i // len(_DOMAIN_CYCLE)}"] = spec
+        name, kind = _DOMAIN_CYCLE[i % len(_DOMAIN_CYCLE)]
+        copy = i // len(_DOMAIN_CYCLE)  # later copies of a kind get harder variants
+        spec: dict[str, Any] = {"kind": kind, "weight": 1.0}
+        if kind == "modular_arithmetic":
+            spec["modulus"] = _MODULI[copy % len(_MODULI)]
+        elif kind == "kv_lookup":
+            spec["num_pairs"] = 3 + copy
+        domains[f"{name}{copy}"] = spec
     c.data.domains = ConfigDict(domains)
     c.log.progress = "none"
     c.checkpoint.update(every=10**9, async_save=False)

@@ -8,6 +8,7 @@ row to the sinks. Every piece (data, hooks, sinks, model config) can be passed i
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
 from collections.abc import Sequence
 from typing import Any
@@ -47,7 +48,7 @@ def prepare_workdir(workdir: str | pathlib.Path) -> pathlib.Path:
     path = pathlib.Path(workdir)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".genjax_write_test"
+        probe = path / f".genjax_write_test.{os.getpid()}"
         probe.write_text("ok")
         probe.unlink()
     except OSError as e:
