@@ -41,11 +41,11 @@ def _flags(argv: list[str], define, positional: int = 0) -> tuple[object, list[s
     return fv, rest[1:]
 
 
-def _define_config(flags, fv) -> None:
+def _define_config(flags, fv, argv: list[str]) -> None:
     from ml_collections import config_flags
 
     config_flags.DEFINE_config_file("config", None, "config file (get_config())",
-                                    flag_values=fv, lock_config=True)
+                                    flag_values=fv, lock_config=True, sys_argv=argv)
 
 
 def _load_config(fv):
@@ -77,7 +77,7 @@ def _setup_devices(fv) -> None:
 
 def cmd_train(argv: list[str]) -> int:
     def define(flags, fv):
-        _define_config(flags, fv)
+        _define_config(flags, fv, argv)
         flags.DEFINE_string("workdir", None, "run directory (checkpoints, metrics)",
                             flag_values=fv)
         flags.DEFINE_integer("cpu_devices", 0, "virtual CPU devices (testing meshes)",
@@ -137,7 +137,7 @@ def cmd_analyze(argv: list[str]) -> int:
 
 def cmd_compile(argv: list[str]) -> int:
     def define(flags, fv):
-        _define_config(flags, fv)
+        _define_config(flags, fv, argv)
         flags.DEFINE_string("topology", None, "TPU topology, e.g. v5e:4x4, v5p:2x2x1, v5e-256",
                             flag_values=fv)
         flags.DEFINE_integer("num_slices", 1, "number of slices (multi-slice)", flag_values=fv)

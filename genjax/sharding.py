@@ -47,6 +47,8 @@ def mesh_shape(mesh_cfg, num_devices: int) -> tuple[int, int, int]:
 def make_mesh(mesh_cfg, devices: Sequence[jax.Device] | None = None) -> Mesh:
     devices = list(jax.devices() if devices is None else devices)
     shape = mesh_shape(mesh_cfg, len(devices))
+    if len({getattr(d, "slice_index", 0) for d in devices}) > 1:  # multi-slice: keep order
+        return Mesh(np.asarray(devices).reshape(shape), MESH_AXES)
     try:
         auto = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)  # GSPMD propagation
         return jax.make_mesh(shape, MESH_AXES, axis_types=auto, devices=devices)
