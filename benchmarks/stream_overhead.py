@@ -5,6 +5,9 @@ Loads, each fed row by row to a fresh `genjax.stream.TensorStoreSink` on local d
 closed (the final flush is counted):
   quickstart  the quickstart config's own schema and a real metrics row from its step
   synthetic   1,000 scalar metrics plus one 512-item per-item array every step
+Each load runs twice: chunk-aligned blocks only, and with the sink's time-based hand-off at the
+rate it would fire at the measured step time (`stream.flush_every_s`, a partial block every
+flush_every_s / step time rows), which is what a live run pays.
 Per row: `write_ms` is main-thread CPU inside `write()` (paid in line by the training loop),
 `background_ms` the CPU of every other thread (the writer thread, TensorStore's pools),
 `stream_ms` their sum (the amortized cost, counted on every core), `wall_ms` the wall time per
@@ -17,6 +20,7 @@ stream_ms over the quickstart step time (its fused hooks on), measured in the sa
 
 from __future__ import annotations
 
+import itertools
 import pathlib
 import resource
 import sys
@@ -29,7 +33,7 @@ import common
 import jax
 import numpy as np
 
-from genjax.config import load
+from genjax.config import base_config, load
 from genjax.hooks.base import MetricSpec
 from genjax.stream import TensorStoreSink
 from genjax.train.trainer import TrainProgram
@@ -75,9 +79,10 @@ def quickstart_load(config_path: pathlib.Path, rounds: int, steps: int,
 
 
 def measure_sink(path: pathlib.Path, schema: Sequence[MetricSpec], row: dict[str, np.ndarray],
-                 rows: int, chunk_steps: int) -> dict[str, float]:
-    """Feeds `rows` copies of `row` to a fresh sink and closes it; per-row costs in ms."""
-    sink = TensorStoreSink(path, chunk_steps=chunk_steps)
+                 rows: int, chunk_steps: int, flush_rows: int = 0) -> dict[str, float]:
+    """Feeds `rows` copies of `row` to a fresh sink, flushing every `flush_rows` rows (0:
+    never), and closes it; per-row costs in ms."""
+    sink = TensorStoreSink(path, chunk_steps=chunk_steps, flush_every_s=float("inf"))
     start = time.perf_counter()
     sink.open(schema, {"benchmark": "stream_overhead"}, 0)
     open_ms = (time.perf_counter() - start) * 1e3
@@ -87,6 +92,8 @@ def measure_sink(path: pathlib.Path, schema: Sequence[MetricSpec], row: dict[str
     for step in range(rows):
         t = time.thread_time()
         sink.write(step, row)
+        if flush_rows and (step + 1) % flush_rows == 0:
+            sink.flush()  # what the time-based hand-off does, minus the wait
         main_cpu += time.thread_time() - t
     t = time.thread_time()
     sink.close()
@@ -101,7 +108,7 @@ def measure_sink(path: pathlib.Path, schema: Sequence[MetricSpec], row: dict[str
 
 COLUMNS = (
     ("variant", "load", "s"), ("arrays", "arrays", "d"), ("values", "values/row", ","),
-    ("rows", "rows", "d"), ("write_ms", "write() ms", ".3f"),
+    ("rows", "rows", "d"), ("flush_rows", "flush every", "d"), ("write_ms", "write() ms", ".3f"),
     ("background_ms", "background ms", ".3f"), ("stream_ms", "stream ms", ".3f"),
     ("wall_ms", "wall ms", ".3f"), ("step_ms", "step ms", ".1f"),
     ("step_cpu_ms", "step cpu ms", ".1f"), ("fraction", "of step", ".2%"),
@@ -114,7 +121,8 @@ def main(argv: Sequence[str] | None = None) -> list[common.Row]:
     p.add_argument("--config", type=pathlib.Path, default=QUICKSTART,
                    help="config whose step time and schema are the reference")
     p.add_argument("--rows", type=int, help="rows written per load (default: by --quick)")
-    p.add_argument("--chunk-steps", type=int, default=256)
+    p.add_argument("--chunk-steps", type=int, default=base_config().stream.chunk_steps)
+    p.add_argument("--flush-every-s", type=float, default=base_config().stream.flush_every_s)
     p.add_argument("--scalars", type=int, default=1000)
     p.add_argument("--items", type=int, default=512)
     args = p.parse_args(argv)
@@ -130,14 +138,18 @@ def main(argv: Sequence[str] | None = None) -> list[common.Row]:
     loads = {f"{args.config.stem}": (schema, real_row),
              f"synthetic_{args.scalars}_scalars_{args.items}_items":
              synthetic_load(args.scalars, args.items)}
+    flush_rows = max(1, round(args.flush_every_s * 1e3 / step_ms))
     out: list[common.Row] = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (specs, row) in loads.items():
-            cost = measure_sink(pathlib.Path(tmp) / name, specs, row, rows, args.chunk_steps)
+        for (name, (specs, row)), every in itertools.product(loads.items(), (0, flush_rows)):
+            cost = measure_sink(pathlib.Path(tmp) / f"{name}_{every}", specs, row, rows,
+                                args.chunk_steps, every)
             values = sum(int(np.prod(s.shape)) for s in specs)
             result: dict[str, Any] = {
                 "table": "stream", "variant": name, "arrays": len(specs), "values": values,
-                "rows": rows, "chunk_steps": args.chunk_steps, **cost, "step_ms": step_ms,
+                "rows": rows, "chunk_steps": args.chunk_steps, "flush_rows": every,
+                "flush_every_s": args.flush_every_s if every else None, **cost,
+                "step_ms": step_ms,
                 "step_cpu_ms": step_cpu_ms, "fraction": cost["stream_ms"] / step_ms,
                 "fraction_cpu": cost["stream_ms"] / step_cpu_ms, **info}
             out.append(result)

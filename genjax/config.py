@@ -99,8 +99,9 @@ def base_config() -> ConfigDict:
             memorization=ConfigDict(dict(enabled=False, every=1, examples=16)),
         )
     )
-    c.stream = ConfigDict(dict(enabled=True, path="", chunk_steps=256, overwrite=False,
-                               tensorboard=False, wandb_project=""))
+    c.stream = ConfigDict(dict(enabled=True, path="", chunk_steps=1024, flush_every_s=60.0,
+                               fsync=False, overwrite=False, tensorboard=False,
+                               wandb_project=""))
     c.analysis = ConfigDict(
         dict(online_hops=False, save_on_hop=False, window=50, min_regime_steps=20)
     )
@@ -142,7 +143,8 @@ def validate(config: ConfigDict) -> ConfigDict:
     _check(config, base_config(), "")
     positive = ["train.steps", "train.batch_size", "train.seq_len", "train.grad_accum",
                 "model.d_model", "model.n_layers", "model.n_heads", "model.n_kv_heads",
-                "model.head_dim", "model.d_ff", "checkpoint.every", "stream.chunk_steps"]
+                "model.head_dim", "model.d_ff", "checkpoint.every", "stream.chunk_steps",
+                "stream.flush_every_s"]
     for key in positive:
         section, name = key.split(".")
         if config[section][name] <= 0:

@@ -18,7 +18,9 @@ def run_training(config: ConfigDict, workdir: str | pathlib.Path,
     sinks = []
     if config.stream.enabled and jax.process_index() == 0:  # all-reduced rows: one writer
         path = config.stream.path or str(pathlib.Path(workdir) / "metrics")
-        sinks.append(TensorStoreSink(path, config.stream.chunk_steps, config.stream.overwrite))
+        sinks.append(TensorStoreSink(path, config.stream.chunk_steps, config.stream.overwrite,
+                                     flush_every_s=config.stream.flush_every_s,
+                                     fsync=config.stream.fsync))
     if jax.process_index() == 0 and config.stream.tensorboard:
         sinks.append(TensorBoardSink(str(pathlib.Path(workdir) / "tensorboard")))
     if jax.process_index() == 0 and config.stream.wandb_project:

@@ -169,3 +169,57 @@ def test_write_failure_stops_after_checkpoint_and_keeps_rows(tiny_config, tmp_pa
     assert len(dumps) == 1
     rows = np.load(dumps[0])
     np.testing.assert_array_equal(rows["step"], np.arange(4, saved_step))
+
+
+def _scalar_rows(steps):
+    from genjax.hooks.base import MetricSpec
+
+    schema = [MetricSpec("train/loss"), MetricSpec("probe/margin", ("item",), (3,))]
+    rows = {s: {"train/loss": np.float32(s / 10), "tokens_seen": np.int64(8 * (s + 1)),
+                "probe/margin": np.arange(3, dtype=np.float32) + s} for s in steps}
+    return schema, rows
+
+
+def test_arrays_grow_by_chunks_live_and_are_trimmed_at_close(tmp_path):
+    import zarr
+
+    schema, rows = _scalar_rows(range(11))
+    sink = TensorStoreSink(tmp_path / "m", chunk_steps=8, flush_every_s=1e-9)  # every row
+    sink.open(schema, {}, 0)
+    for s in range(11):
+        sink.write(s, rows[s])
+    sink.flush()
+    live = zarr.open_group(str(tmp_path / "m"), mode="r")
+    assert live["step"].shape == (16,) and live["train/loss"].shape == (16,)  # doubled
+    np.testing.assert_array_equal(live["step"][:], [*range(11), *[-1] * 5])
+    assert np.isnan(live["probe/margin"][11:]).all()
+    run = read(tmp_path / "m")  # stops at the first unwritten row
+    np.testing.assert_array_equal(run.steps, np.arange(11))
+    np.testing.assert_allclose(run.metrics["train/loss"].values, np.arange(11) / 10)
+    sink.close()
+    done = zarr.open_group(str(tmp_path / "m"), mode="r")
+    for name in ("step", "tokens_seen", "train/loss", "probe/margin"):
+        assert done[name].shape[0] == 11, name
+    np.testing.assert_array_equal(done["tokens_seen"][:], 8 * np.arange(1, 12))
+    np.testing.assert_array_equal(done["probe/margin"][:],
+                                  np.arange(3)[None, :] + np.arange(11)[:, None])
+
+
+def test_rows_reach_the_store_by_time_before_a_chunk_fills(tmp_path):
+    schema, rows = _scalar_rows(range(3))
+    slow = TensorStoreSink(tmp_path / "slow", chunk_steps=1024, flush_every_s=3600)
+    fast = TensorStoreSink(tmp_path / "fast", chunk_steps=1024, flush_every_s=0.05)
+    for sink in (slow, fast):
+        sink.open(schema, {}, 0)
+        sink.write(0, rows[0])
+    time.sleep(0.1)
+    for sink in (slow, fast):
+        sink.write(1, rows[1])  # the fast sink's interval has passed: hands off rows 0-1
+        sink.write(2, rows[2])
+    fast._queue.join()
+    slow._queue.join()
+    assert len(read(tmp_path / "slow")) == 0
+    assert len(read(tmp_path / "fast")) == 2
+    for sink in (slow, fast):
+        sink.close()
+        assert len(read(sink.url)) == 3
