@@ -25,6 +25,7 @@ import jax
 import numpy as np
 
 from genjax.config import ConfigDict, base_config
+from genjax.perf import keep_large_allocations_in_heap
 from genjax.train.trainer import TrainProgram
 
 Row = dict[str, Any]
@@ -144,21 +145,31 @@ def ratio(a: float, b: float) -> float:
     return a / b if b > 0 else float("nan")
 
 
-def machine() -> dict[str, Any]:
+def machine(host_malloc: str = "default") -> dict[str, Any]:
     """What the numbers were measured on."""
     dev = jax.devices()[0]
     return {"device_kind": dev.device_kind, "platform": dev.platform,
             "num_devices": jax.device_count(), "jax_version": jax.__version__,
             "cpu_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
             else os.cpu_count(), "python": platform.python_version(),
-            "ld_preload": os.environ.get("LD_PRELOAD", "")}
+            "ld_preload": os.environ.get("LD_PRELOAD", ""), "host_malloc": host_malloc}
+
+
+def start(args: argparse.Namespace) -> tuple[list[jax.Device], dict[str, Any]]:
+    """(devices, machine facts) for a parsed command line. On the CPU backend the process's
+    malloc is set up as `genjax train` sets it (unless --default-malloc), so that the timed
+    steps are the ones a CPU run has."""
+    host_malloc = "default"
+    if jax.default_backend() == "cpu" and not args.default_malloc:
+        host_malloc = "heap" if keep_large_allocations_in_heap() else "default"
+    return devices(args.devices), machine(host_malloc)
 
 
 def describe_machine(info: Mapping[str, Any]) -> str:
     preload = f", LD_PRELOAD={info['ld_preload']}" if info["ld_preload"] else ""
     return (f"{info['device_kind']} ({info['platform']}) x{info['num_devices']}, "
             f"{info['cpu_cores']} CPU cores, jax {info['jax_version']}, "
-            f"python {info['python']}{preload}")
+            f"python {info['python']}, malloc {info['host_malloc']}{preload}")
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -171,6 +182,9 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="steps per variant per round")
     p.add_argument("--devices", type=int, default=0,
                    help="use the first N devices (default: all)")
+    p.add_argument("--default-malloc", action="store_true",
+                   help="leave glibc malloc as it is (see genjax.perf."
+                        "keep_large_allocations_in_heap)")
     return p
 
 

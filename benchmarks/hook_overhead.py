@@ -364,8 +364,7 @@ def main(argv: Sequence[str] | None = None) -> list[common.Row]:
             else QUICK_GRID if args.quick else FULL_GRID)
     probe_grid = ([(s, int(a)) for s, a in (x.split(":") for x in args.probe_grid.split(","))]
                   if args.probe_grid else QUICK_PROBE if args.quick else FULL_PROBE)
-    devices = common.devices(args.devices)
-    info = common.machine()
+    devices, info = common.start(args)
     print(f"hook overhead on {common.describe_machine(info)}; {rounds} rounds x {steps}+ "
           f"steps per variant, every_n={every}", flush=True)
     rows, summaries, bare = [], [], {}

@@ -129,8 +129,7 @@ def main(argv: Sequence[str] | None = None) -> list[common.Row]:
     rounds = args.rounds or (5 if args.quick else 15)
     steps = args.steps or (5 if args.quick else 10)
     rows = args.rows or (4 if args.quick else 16) * args.chunk_steps
-    devices = common.devices(args.devices)
-    info = common.machine()
+    devices, info = common.start(args)
     print(f"stream overhead on {common.describe_machine(info)}; {rows} rows per load, "
           f"{args.chunk_steps}-step chunks", flush=True)
     schema, real_row, step_ms, step_cpu_ms = quickstart_load(args.config, rounds, steps,

@@ -255,8 +255,7 @@ def main(argv: Sequence[str] | None = None) -> list[common.Row]:
     args.steps = args.steps or (10 if args.quick else 20)
     args.loop_rounds = args.loop_rounds or (3 if args.quick else 7)
     sizes = args.sizes.split(",") if args.sizes else QUICK_SIZES if args.quick else FULL_SIZES
-    devices = common.devices(args.devices)
-    info = common.machine()
+    devices, info = common.start(args)
     peak, source = peak_flops(devices[0])
     print(f"throughput on {common.describe_machine(info)}; peak {peak / 1e9:,.0f} GFLOP/s "
           f"per device ({source}); batch {args.batch_size} x {args.seq_len}", flush=True)

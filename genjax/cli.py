@@ -89,13 +89,22 @@ def cmd_train(argv: list[str]) -> int:
         flags.DEFINE_integer("process_id", 0, "this process's index", flag_values=fv)
         flags.DEFINE_integer("stop_after", 0, "stop after this many steps (0: run to the end)",
                              flag_values=fv)
+        flags.DEFINE_bool("heap_malloc", True, "CPU backend: keep XLA's large per-step "
+                          "buffers in glibc's heap instead of mapping them afresh every step "
+                          "(genjax.perf.keep_large_allocations_in_heap)", flag_values=fv)
 
     fv, _ = _flags(argv, define)
     config = _load_config(fv)
     if not fv["workdir"].value:
         raise CliError("--workdir is required")
     _setup_devices(fv)
+    import jax
+
+    from genjax.perf import keep_large_allocations_in_heap
     from genjax.train.run import run_training
+
+    if fv["heap_malloc"].value and jax.default_backend() == "cpu":
+        keep_large_allocations_in_heap()
 
     run_training(config, fv["workdir"].value, stop_after=fv["stop_after"].value or None)
     return 0

@@ -1,7 +1,9 @@
-"""Peak FLOP/s per device kind, analytic FLOPs of train steps and eval passes, and MFU."""
+"""Peak FLOP/s per device kind, analytic FLOPs of train steps and eval passes, MFU, and the
+host allocator setting that CPU training needs."""
 
 from __future__ import annotations
 
+import ctypes
 import time
 from typing import TYPE_CHECKING
 
@@ -86,3 +88,19 @@ def train_step_flops(model: ModelConfig, batch_size: int, seq_len: int) -> float
 def mfu(flops_per_step: float, step_seconds: float, peak: float) -> float:
     """Model FLOPs utilization: analytic FLOPs per second over the peak of all devices used."""
     return flops_per_step / step_seconds / peak
+
+
+def keep_large_allocations_in_heap() -> bool:
+    """Makes glibc's malloc serve large blocks from its heap, never from fresh mmaps, and keep
+    freed memory. XLA:CPU allocates an executable's temporary buffer on every call; glibc maps
+    blocks above its mmap threshold (which it never raises past 32 MiB) afresh and unmaps
+    them on free, so each step page-faults the whole buffer in again: 9,000 faults and ~25 ms
+    of kernel time per step for a 36 MiB buffer (benchmarks/README.md). Process-wide, so it is
+    for an application's entry point (`genjax train`, the benchmarks), never done at import.
+    Returns False where the C library is not glibc."""
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4  # <malloc.h>
+    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**30))

@@ -11,7 +11,8 @@ from tests.conftest import CONFIGS, ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-TINY = ["--rounds", "1", "--steps", "1", "--devices", "1"]
+# --default-malloc: the benchmarks' malloc setting is process-wide; keep pytest's as it is
+TINY = ["--rounds", "1", "--steps", "1", "--devices", "1", "--default-malloc"]
 
 
 def check_rows(path, required, time_keys=("step_ms",)):
@@ -69,4 +70,5 @@ def test_stream_overhead(tmp_path):
                           "--chunk-steps", "4", "--scalars", "20", "--items", "8",
                           "--out", str(out), *TINY])
     rows = check_rows(out, stream_overhead.REQUIRED, ("step_ms", "stream_ms", "wall_ms"))
-    assert len(rows) == 2
+    assert len(rows) == 4  # two loads, each chunk-aligned only and with timed flushes
+    assert [r["flush_rows"] > 0 for r in rows] == [False, True, False, True]

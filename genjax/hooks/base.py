@@ -120,8 +120,10 @@ def safe_ratio(num: jax.Array, den: jax.Array) -> jax.Array:
 
 
 def next_token_stats(logits_BxTxV: jax.Array, targets_BxT: jax.Array):
-    """(per-token cross-entropy, per-token argmax correctness), float32."""
-    logp_BxTxV = jax.nn.log_softmax(logits_BxTxV.astype(jnp.float32), axis=-1)
-    token_logp_BxT = jnp.take_along_axis(logp_BxTxV, targets_BxT[..., None], axis=-1)[..., 0]
+    """(per-token cross-entropy, per-token argmax correctness), float32. The target's logit
+    minus the log-normalizer: no [B, T, V] log-probabilities are materialized."""
+    logits_BxTxV = logits_BxTxV.astype(jnp.float32)
+    target_logit_BxT = jnp.take_along_axis(logits_BxTxV, targets_BxT[..., None], axis=-1)[..., 0]
+    loss_BxT = jax.nn.logsumexp(logits_BxTxV, axis=-1) - target_logit_BxT
     correct_BxT = (jnp.argmax(logits_BxTxV, axis=-1) == targets_BxT).astype(jnp.float32)
-    return -token_logp_BxT, correct_BxT
+    return loss_BxT, correct_BxT

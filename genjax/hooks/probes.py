@@ -127,7 +127,8 @@ def answer_tokens(tokenizer: Tokenizer, prompt: str, answer: str) -> tuple[list[
 def encode_items(items: list[ProbeItem], tokenizer: Tokenizer, context_len: int = 0,
                  answer_len: int = 0) -> dict[str, np.ndarray]:
     """Token rows [context (left-padded) | correct | incorrect] with segment ids, positions,
-    and for every answer token the row position whose logits predict it."""
+    and `predictor` [N, 2 x answer_len]: for each position of the answer region (the rows'
+    last 2 x answer_len tokens) the row position whose logits predict it."""
     encoded = []
     for it in items:
         ctx, good = answer_tokens(tokenizer, it.prompt, it.correct)
@@ -155,7 +156,7 @@ def encode_items(items: list[ProbeItem], tokenizer: Tokenizer, context_len: int 
             positions[i, span] = len(ctx) + np.arange(len(ans))
             predictor[i, span] = [lp - 1] + list(range(start, start + len(ans) - 1))
     return {"tokens": tokens, "segment": segment, "positions": positions,
-            "predictor": predictor}
+            "predictor": predictor[:, lp:]}
 
 
 def probe_mask(segment_NxS: jax.Array) -> jax.Array:
@@ -168,18 +169,20 @@ def probe_mask(segment_NxS: jax.Array) -> jax.Array:
 
 
 def score_items(apply_fn, params, data) -> dict[str, jax.Array]:
-    """Per item: summed log-prob and mean token probability of each answer."""
-    logits_NxSxV = apply_fn(params, data["tokens"], data["positions"], probe_mask(data["segment"]))
-    logz_NxS = jax.nn.logsumexp(logits_NxSxV, axis=-1)
-    pred = data["predictor"]
-    logits_at_pred = jnp.take_along_axis(logits_NxSxV, pred[..., None], axis=1)
-    token_logit_NxS = jnp.take_along_axis(logits_at_pred, data["tokens"][..., None], axis=2)[..., 0]
-    token_logp_NxS = token_logit_NxS - jnp.take_along_axis(logz_NxS, pred, axis=1)
+    """Per item: summed log-prob and mean token probability of each answer. One pass over
+    [context | correct | incorrect]; logits only where an answer token is predicted."""
+    pred_NxK = data["predictor"]
+    k = pred_NxK.shape[1]  # the answer region: the rows' last k positions
+    logits_NxKxV = apply_fn(params, data["tokens"], data["positions"],
+                            probe_mask(data["segment"]), pred_NxK)
+    answers_NxK, segment_NxK = data["tokens"][:, -k:], data["segment"][:, -k:]
+    token_logit_NxK = jnp.take_along_axis(logits_NxKxV, answers_NxK[..., None], axis=2)[..., 0]
+    token_logp_NxK = token_logit_NxK - jax.nn.logsumexp(logits_NxKxV, axis=-1)
     out = {}
     for name, seg in (("correct", SEG_CORRECT), ("incorrect", SEG_INCORRECT)):
-        m = (data["segment"] == seg).astype(jnp.float32)
-        out[f"{name}_logp"] = jnp.sum(token_logp_NxS * m, axis=1)
-        out[f"{name}_avg_prob"] = jnp.sum(jnp.exp(token_logp_NxS) * m, axis=1) / jnp.sum(m, 1)
+        m = (segment_NxK == seg).astype(jnp.float32)
+        out[f"{name}_logp"] = jnp.sum(token_logp_NxK * m, axis=1)
+        out[f"{name}_avg_prob"] = jnp.sum(jnp.exp(token_logp_NxK) * m, axis=1) / jnp.sum(m, 1)
     return out
 
 

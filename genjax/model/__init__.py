@@ -9,7 +9,8 @@ from flax import nnx
 
 from genjax.model.transformer import Constrain, ModelConfig, Transformer
 
-ApplyFn = Callable[..., jax.Array]  # (params, tokens_BxT, positions_BxT=None, mask=None)
+# (params, tokens_BxT, positions_BxT=None, mask_BxTxS=None, logits_at_BxK=None) -> logits
+ApplyFn = Callable[..., jax.Array]
 
 
 def init_model(cfg: ModelConfig, seed: int, constrain: Constrain | None = None):
@@ -27,10 +28,11 @@ def abstract_model(cfg: ModelConfig, constrain: Constrain | None = None):
 
 
 def make_apply(graphdef) -> ApplyFn:
-    """A pure `apply(params, tokens_BxT, positions_BxT=None, mask_BxTxS=None) -> logits`."""
+    """A pure `apply(params, tokens_BxT, positions_BxT=None, mask_BxTxS=None,
+    logits_at_BxK=None) -> logits` (see `Transformer.__call__`)."""
 
-    def apply(params, tokens_BxT, positions_BxT=None, mask_BxTxS=None):
-        return nnx.merge(graphdef, params)(tokens_BxT, positions_BxT, mask_BxTxS)
+    def apply(params, tokens_BxT, positions_BxT=None, mask_BxTxS=None, logits_at_BxK=None):
+        return nnx.merge(graphdef, params)(tokens_BxT, positions_BxT, mask_BxTxS, logits_at_BxK)
 
     return apply
 

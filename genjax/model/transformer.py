@@ -162,7 +162,10 @@ class Transformer(nnx.Module):
         self.cfg, self.constrain = cfg, constrain
 
     def __call__(self, tokens_BxT: jax.Array, positions_BxT: jax.Array | None = None,
-                 mask_BxTxS: jax.Array | None = None) -> jax.Array:
+                 mask_BxTxS: jax.Array | None = None,
+                 logits_at_BxK: jax.Array | None = None) -> jax.Array:
+        """Logits [B, T, V], or [B, K, V] at the row positions `logits_at_BxK` only (scoring a
+        few tokens of a long row: the unembedding is then paid for K positions, not T)."""
         cfg, ct = self.cfg, jnp.dtype(self.cfg.compute_dtype)
         if positions_BxT is None:
             positions_BxT = jnp.broadcast_to(jnp.arange(tokens_BxT.shape[1]), tokens_BxT.shape)
@@ -175,6 +178,8 @@ class Transformer(nnx.Module):
                 x_BxTxD = nnx.remat(Block.__call__)(block, x_BxTxD, positions_BxT, mask_BxTxS)
             else:
                 x_BxTxD = block(x_BxTxD, positions_BxT, mask_BxTxS)
+        if logits_at_BxK is not None:
+            x_BxTxD = jnp.take_along_axis(x_BxTxD, logits_at_BxK[..., None], axis=1)
         x_BxTxD = self.final_norm(x_BxTxD)
         if cfg.tie_embeddings:
             logits_BxTxV = jnp.einsum("btd,vd->btv", x_BxTxD, self.embed[...].astype(ct))

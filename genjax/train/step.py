@@ -56,18 +56,20 @@ def make_train_step(apply_fn: ApplyFn, tx: optax.GradientTransformation,
                     loss_fn: LossFn = next_token_stats):
     """Builds the pure step. Model, optimizer, loss and hooks are all arguments."""
 
-    def summed_loss(params, batch):
+    def mean_loss(params, batch, num_tokens):
+        """This (micro-)batch's loss summed over its tokens, over the whole batch's count: the
+        gradient comes out already averaged, and micro-batch gradients simply add up."""
         logits_BxTxV = apply_fn(params, batch["inputs"])
         token_loss_BxT, token_correct_BxT = loss_fn(logits_BxTxV, batch["targets"])
-        loss_sum = jnp.sum(token_loss_BxT * batch["loss_mask"])
-        return loss_sum, (token_loss_BxT, token_correct_BxT)
+        loss = jnp.sum(token_loss_BxT * batch["loss_mask"]) / num_tokens
+        return loss, (token_loss_BxT, token_correct_BxT)
 
-    grad_fn = jax.value_and_grad(summed_loss, has_aux=True)
+    grad_fn = jax.value_and_grad(mean_loss, has_aux=True)
 
-    def gradients(params, batch):
+    def gradients(params, batch, num_tokens):
         if grad_accum == 1:
-            (loss_sum, aux), grads = grad_fn(params, batch)
-            return loss_sum, grads, aux
+            (loss, aux), grads = grad_fn(params, batch, num_tokens)
+            return loss, grads, aux
 
         def split(x):  # [B, ...] -> [A, B/A, ...]; micro-batch a takes rows a, a+A, ...
             return jnp.swapaxes(x.reshape(x.shape[0] // grad_accum, grad_accum, *x.shape[1:]),
@@ -77,22 +79,22 @@ def make_train_step(apply_fn: ApplyFn, tx: optax.GradientTransformation,
             return jnp.swapaxes(x, 0, 1).reshape(-1, *x.shape[2:])
 
         def body(acc, micro):
-            (loss_sum, aux), grads = grad_fn(params, micro)
-            acc = jax.tree.map(jnp.add, acc, (loss_sum, grads))
+            (loss, aux), grads = grad_fn(params, micro, num_tokens)
+            acc = jax.tree.map(jnp.add, acc, (loss, grads))
             return acc, aux
 
         zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
-        (loss_sum, grads), aux = jax.lax.scan(body, zeros, jax.tree.map(split, batch))
-        return loss_sum, grads, jax.tree.map(merge, aux)
+        (loss, grads), aux = jax.lax.scan(body, zeros, jax.tree.map(split, batch))
+        return loss, grads, jax.tree.map(merge, aux)
 
     def train_step(state: TrainState, batch: dict[str, jax.Array], hook_data: Sequence[Any]):
-        loss_sum, grads, (token_loss_BxT, token_correct_BxT) = gradients(state.params, batch)
         num_tokens = jnp.sum(batch["loss_mask"])
-        grads = jax.tree.map(lambda g: g / jnp.maximum(num_tokens, 1.0), grads)
+        loss, grads, (token_loss_BxT, token_correct_BxT) = gradients(
+            state.params, batch, jnp.maximum(num_tokens, 1.0))
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {
-            "train/loss": loss_sum / jnp.maximum(num_tokens, 1.0),
+            "train/loss": loss,
             "train/grad_norm": optax.global_norm(grads),
             "train/lr": jnp.asarray(schedule(state.step), jnp.float32),
             "train/tokens": num_tokens,

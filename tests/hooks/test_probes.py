@@ -97,7 +97,8 @@ def test_shared_context_layout_and_mask():
     assert list(enc["tokens"][0, 5:7]) == tok.encode("xy")
     assert list(enc["tokens"][0, 7:8]) == tok.encode("z")
     assert list(enc["positions"][0, 5:7]) == [3, 4] and enc["positions"][0, 7] == 3
-    assert list(enc["predictor"][0, 5:7]) == [4, 5] and enc["predictor"][0, 7] == 4
+    assert enc["predictor"].shape == (2, 4)  # the answer region: 2 x the longest answer
+    assert list(enc["predictor"][0, 0:2]) == [4, 5] and enc["predictor"][0, 2] == 4
     mask = np.asarray(probe_mask(enc["segment"]))[0]
     assert mask[7, 2:5].all() and not mask[7, 5:7].any()  # incorrect sees context, not correct
     assert mask[6, 5] and not mask[5, 6]  # causal inside an answer
