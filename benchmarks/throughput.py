@@ -117,8 +117,9 @@ class Handwritten:
 
 
 def period_ms(stamps: list[float], n: int) -> float:
-    """Mean of the last `n` step periods, from one timestamp per fetched row."""
-    return (stamps[-1] - stamps[-n - 1]) / n * 1e3
+    """Median of the last `n` step periods, from one timestamp per fetched row: the steady
+    per-step cost of a loop, without one-off stalls (a restart, a collection) in the window."""
+    return float(np.median(np.diff(stamps[-n - 1:]))) * 1e3
 
 
 class StepClock:
