@@ -9,14 +9,15 @@ Every array carries `dimension_names` and per-array attributes (description, uni
 zarr-python and xarray read a run without genjax. Rows are buffered on the host and written as
 chunk-aligned blocks by a background thread: metric arrays first, `step` last, so a reader that
 stops at the first `step` < 0 never sees a row whose metrics are not yet written. A block is
-also handed off when `flush_every_s` has passed, so that a live reader is never more than that
-behind. Arrays grow by doubling, in whole chunks (a resize rewrites each array's metadata):
-while a run writes, rows past the last written one read as step -1 and NaN (fill values, not
-stored); a clean exit trims every array to the rows written.
+also handed off when `flush_every_s` has passed (stretched if writing a block is slow, see
+`flush_interval_s`), so that a live reader is never more than that behind. Arrays grow by
+doubling, in whole chunks (a resize rewrites each array's metadata): while a run writes, rows
+past the last written one read as step -1 and NaN (fill values, not stored); a clean exit trims
+every array to the rows written.
 
-Writes are not fsync'ed unless `fsync=True`: a killed process loses nothing already handed to
-the writer, a machine crash can lose the rows of the last seconds (a resume then reports the
-hole). Per-write fsync is most of the cost of many small arrays on local disk.
+Writes are not fsync'ed unless `fsync=True`: what a killed process wrote stays (the OS has it),
+a machine crash can lose the rows of the last seconds (a resume then reports the hole).
+Per-write fsync was most of the cost of many small arrays on local disk.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import tensorstore as ts
 from genjax.hooks.base import MetricSpec
 
 SPECIAL = ("step", "tokens_seen")
+FLUSH_BUDGET = 0.005  # time-based hand-offs may keep the writer busy this share of wall time
 
 
 class StreamError(RuntimeError):
@@ -91,6 +93,7 @@ class TensorStoreSink:
         self.url = kvstore_url(path)
         self.chunk_steps, self.overwrite = chunk_steps, overwrite
         self.flush_every_s = flush_every_s
+        self._last_block_s = 0.0  # wall time of the last block write
         self._context = ts.Context({"file_io_sync": fsync})
         self._queue: queue.Queue = queue.Queue(maxsize=queue_blocks)
         self._error: BaseException | None = None
@@ -202,8 +205,14 @@ class TensorStoreSink:
         self.next_step = step + 1
         self._raise_if_failed()
         if (self.next_step % self.chunk_steps == 0
-                or time.monotonic() - self._handed_off_at > self.flush_every_s):
+                or time.monotonic() - self._handed_off_at > self.flush_interval_s()):
             self._hand_off()
+
+    def flush_interval_s(self) -> float:
+        """Seconds between time-based hand-offs: `flush_every_s`, stretched so that writing
+        partial blocks keeps the writer busy at most FLUSH_BUDGET of the time (a store of
+        ~1,000 arrays on a slow disk takes ~0.5 s per block)."""
+        return max(self.flush_every_s, self._last_block_s / FLUSH_BUDGET)
 
     def _take_rows(self) -> tuple[int, list[dict[str, np.ndarray]]] | None:
         """The buffered rows and the step of the first; empties the buffer."""
@@ -243,7 +252,9 @@ class TensorStoreSink:
                     return
                 block = self._stack(*item)
                 if self._error is None:
+                    start = time.monotonic()
                     self._write_block(item[0], block)
+                    self._last_block_s = time.monotonic() - start
                 else:
                     self._failed.append(block)
             except BaseException as e:  # noqa: BLE001 - reported on the training thread
@@ -366,10 +377,20 @@ def read(path: str | pathlib.Path) -> Run:
     attrs = json.loads(root.value).get("attributes", {}).get("genjax", {})
     if "schema" not in attrs:
         raise StreamError(f"{url} is a zarr group but not a genjax metric store")
+    for attempt in range(5):  # a writer trimming its arrays at close can race one read
+        try:
+            return _read_arrays(url, attrs)
+        except ValueError as e:
+            if attempt == 4:
+                raise StreamError(f"cannot read metric store {url}: {e}") from e
+            time.sleep(0.05)
+    raise AssertionError("unreachable")
+
+
+def _read_arrays(url: str, attrs: dict[str, Any]) -> Run:
     open_ro = lambda name: ts.open({"driver": "zarr3", "kvstore": url + name + "/",
                                     "recheck_cached_metadata": True}, open=True).result()
-    step_arr = open_ro("step")
-    steps = step_arr.read().result()
+    steps = open_ro("step").read().result()
     n = _valid_rows(steps)
     steps = steps[:n]
     metrics = {}
@@ -384,8 +405,6 @@ def read(path: str | pathlib.Path) -> Run:
 
 def follow(path: str | pathlib.Path, interval_s: float = 1.0, timeout_s: float | None = None):
     """Yields a fresh `Run` each time the store has grown (a run still writing)."""
-    import time
-
     seen, start = -1, time.monotonic()
     while timeout_s is None or time.monotonic() - start < timeout_s:
         try:

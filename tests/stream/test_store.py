@@ -223,3 +223,28 @@ def test_rows_reach_the_store_by_time_before_a_chunk_fills(tmp_path):
     for sink in (slow, fast):
         sink.close()
         assert len(read(sink.url)) == 3
+
+
+def test_timed_hand_offs_stretch_when_blocks_are_slow_to_write(tmp_path):
+    from genjax.stream.store import FLUSH_BUDGET
+
+    class SlowDisk(TensorStoreSink):
+        def _write_block(self, start, block):
+            time.sleep(0.05)
+            super()._write_block(start, block)
+
+    schema, rows = _scalar_rows(range(4))
+    sink = SlowDisk(tmp_path / "m", chunk_steps=1024, flush_every_s=0.01)
+    sink.open(schema, {}, 0)
+    assert sink.flush_interval_s() == 0.01
+    sink.write(0, rows[0])
+    time.sleep(0.02)
+    sink.write(1, rows[1])  # 0.01 s passed: rows 0-1 handed off, written in >= 0.05 s
+    sink._queue.join()
+    assert sink.flush_interval_s() >= 0.05 / FLUSH_BUDGET  # >= 10 s
+    time.sleep(0.02)
+    sink.write(2, rows[2])  # 0.02 s later: no longer enough for a timed hand-off
+    sink._queue.join()
+    assert len(read(tmp_path / "m")) == 2
+    sink.close()
+    assert len(read(tmp_path / "m")) == 3
