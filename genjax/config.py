@@ -99,7 +99,7 @@ def base_config() -> ConfigDict:
             memorization=ConfigDict(dict(enabled=False, every=1, examples=16)),
         )
     )
-    c.stream = ConfigDict(dict(enabled=True, path="", chunk_steps=1024, flush_every_s=60.0,
+    c.stream = ConfigDict(dict(enabled=True, path="", chunk_steps=4096, flush_every_s=60.0,
                                fsync=False, overwrite=False, tensorboard=False,
                                wandb_project=""))
     c.analysis = ConfigDict(

@@ -39,7 +39,7 @@ import tensorstore as ts
 from genjax.hooks.base import MetricSpec
 
 SPECIAL = ("step", "tokens_seen")
-FLUSH_BUDGET = 0.005  # time-based hand-offs may keep the writer busy this share of wall time
+FLUSH_BUDGET = 0.0025  # time-based hand-offs may keep the writer busy this share of wall time
 
 
 class StreamError(RuntimeError):
@@ -87,8 +87,8 @@ def _array_spec(url: str, name: str, dims: Sequence[str], shape: Sequence[int], 
 class TensorStoreSink:
     """Writes rows to a zarr3 store in the background; process 0 only (caller's choice)."""
 
-    def __init__(self, path: str | pathlib.Path, chunk_steps: int = 1024,
-                 overwrite: bool = False, queue_blocks: int = 4, flush_every_s: float = 60.0,
+    def __init__(self, path: str | pathlib.Path, chunk_steps: int = 4096,
+                 overwrite: bool = False, queue_blocks: int = 2, flush_every_s: float = 60.0,
                  fsync: bool = False):
         self.url = kvstore_url(path)
         self.chunk_steps, self.overwrite = chunk_steps, overwrite
