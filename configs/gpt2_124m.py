@@ -1,8 +1,8 @@
 """GPT-2-small-sized LM (~124M parameters) for a TPU slice.
 
 What it is for: a first real-accelerator run and the reference for `genjax compile`:
-`genjax compile --config configs/gpt2_124m.py --topology v5e:4x4` puts it at 9.0 of 16 GiB
-per v5e chip (22 of 95 GiB per chip on v5p-8). Same shape as
+`genjax compile --config configs/gpt2_124m.py --topology v5e:4x4` puts it at 8.5 of 16 GiB
+per v5e chip (21.5 of 95 GiB per chip on v5p-8). Same shape as
 GPT-2 small (d_model 768, 12 layers, 12 heads, context 1024, vocab padded to 50304 so it splits
 over any tensor axis up to 128) with this repo's blocks (RoPE, RMSNorm, SwiGLU with d_ff 2048
 keeps the MLP at GPT-2's 4.7M parameters per layer). bf16 compute, f32 params and optimizer
