@@ -377,14 +377,14 @@ def read(path: str | pathlib.Path) -> Run:
     attrs = json.loads(root.value).get("attributes", {}).get("genjax", {})
     if "schema" not in attrs:
         raise StreamError(f"{url} is a zarr group but not a genjax metric store")
-    for attempt in range(5):  # a writer trimming its arrays at close can race one read
+    error = None
+    for _ in range(5):  # a writer trimming its arrays at close can race one read
         try:
             return _read_arrays(url, attrs)
         except ValueError as e:
-            if attempt == 4:
-                raise StreamError(f"cannot read metric store {url}: {e}") from e
+            error = e
             time.sleep(0.05)
-    raise AssertionError("unreachable")
+    raise StreamError(f"cannot read metric store {url}: {error}") from error
 
 
 def _read_arrays(url: str, attrs: dict[str, Any]) -> Run:
