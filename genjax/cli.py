@@ -7,52 +7,172 @@ Config overrides follow ml-collections `config_flags`: `--config.train.steps=500
 from __future__ import annotations
 
 import os
+import re
 import sys
+import traceback
 
-USAGE = """usage: genjax COMMAND [flags]
+USAGE = """usage: genjax COMMAND [flags]     (genjax COMMAND --help: its flags)
 
 commands:
   train    --config FILE --workdir DIR [--config.KEY=VALUE ...]   train (resumes from DIR)
   metrics  WORKDIR [--csv FILE] [--follow]                         latest value of each metric
   analyze  WORKDIR [--beta B] [--smooth W] [--min_regime_steps N]  mode analysis -> WORKDIR/analysis
   compile  --config FILE --topology v5e:4x4 [--num_slices N]       compile for a TPU slice on CPU
+  config   show FILE [--config.KEY=VALUE ...]                      every key: value, default, meaning
+
+every command: --verbose prints the traceback of an error too
 """
+
+COMMAND_USAGE = {
+    "train": "genjax train --config FILE --workdir DIR [--config.KEY=VALUE ...] [flags]\n"
+             "  trains, or resumes the run in DIR; --helpfull also lists every config key",
+    "metrics": "genjax metrics WORKDIR [flags]\n  the latest value of every metric of a run",
+    "analyze": "genjax analyze WORKDIR [flags]\n  change points, regimes and hops -> "
+               "WORKDIR/analysis",
+    "compile": "genjax compile --config FILE --topology T [--config.KEY=VALUE ...] [flags]\n"
+               "  compiles the sharded step for a TPU slice on this host (needs .[tpu])",
+    "config": "genjax config show FILE [--config.KEY=VALUE ...]\n"
+              "  the resolved config: every key with its value, its default where it differs, "
+              "and its meaning",
+}
+HELP_FLAGS = ("-h", "-help", "--help", "--helpshort", "-helpfull", "--helpfull")
+CONFIG_HELP = ("config file defining get_config() (configs/*.py); override any key with "
+               "--config.KEY=VALUE, probe files with --config.hooks.probes.files.NAME=PATH")
 
 
 class CliError(Exception):
     """A user error: printed as one line, exit status 2."""
 
 
-def _flags(argv: list[str], define, positional: int = 0) -> tuple[object, list[str]]:
-    """Parses argv into a fresh FlagValues; exactly `positional` other arguments allowed."""
+class HelpShown(Exception):
+    """--help was asked for and printed: exit status 0."""
+
+
+def _flags(argv: list[str], define, positional: int = 0,
+           with_config: bool = False) -> tuple[object, list[str]]:
+    """Parses argv into a fresh FlagValues; exactly `positional` other arguments allowed.
+    `with_config`: `--config FILE` and its `--config.KEY=VALUE` overrides (`fv["config"]`)."""
     from absl import flags
 
     fv = flags.FlagValues()
+    flags.DEFINE_bool("verbose", False, "on an error, print its traceback too", flag_values=fv)
     define(flags, fv)
+    asked = [a for a in argv[1:] if a.split("=")[0] in HELP_FLAGS]
+    if asked and not (with_config and "full" in asked[-1] and _config_arg(argv)[0]):
+        if with_config:
+            flags.DEFINE_string("config", None, CONFIG_HELP, flag_values=fv)
+        _print_help(argv[0].split()[-1], fv)
+        raise HelpShown()
+    argv = [a for a in argv if a.split("=")[0] not in HELP_FLAGS]
+    config = None
+    if with_config:
+        config, argv = _define_config(fv, argv)
     try:
         rest = fv(argv)
     except flags.Error as e:
-        raise CliError(str(e)) from e
+        raise CliError(_unknown_override(config, argv) or str(e)) from e
     except (AttributeError, KeyError, TypeError, ValueError) as e:  # from config_flags
-        detail = " ".join(str(e).replace("\\n", " ").replace("\n", " ").strip("'\"").split())
-        raise CliError(f"bad config override: {detail}") from e
+        detail = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        raise CliError(_unknown_override(config, argv) or "bad config override: " +
+                       " ".join(str(detail).split())) from e
     if len(rest) - 1 != positional:
         raise CliError(f"expected {positional} positional argument(s), got {rest[1:]}")
+    if asked:  # --helpfull with a config: the flags, then every key of the resolved config
+        from genjax.config import describe
+
+        _print_help(argv[0].split()[-1], fv)
+        print("\nconfig keys (--config.KEY=VALUE):\n" + describe(fv["config"].value))
+        raise HelpShown()
     return fv, rest[1:]
 
 
-def _define_config(flags, fv, argv: list[str]) -> None:
+def _print_help(command: str, fv) -> None:
+    print(f"usage: {COMMAND_USAGE.get(command, command)}\n\nflags:")
+    for flag in sorted((f for fl in fv.flags_by_module_dict().values() for f in fl),
+                       key=lambda f: f.name):
+        if flag.name.startswith("config."):
+            continue
+        name = f"--[no]{flag.name}" if flag.boolean else f"--{flag.name}"
+        default = "" if flag.default in (None, "") or flag.name == "config" else \
+            f" (default: {flag.default})"
+        print(f"  {name:<22} {flag.help}{default}")
+
+
+def _config_arg(argv: list[str]) -> tuple[str | None, dict[str, str], list[str]]:
+    """(the --config FILE, probe files from --config.hooks.probes.files.NAME[=]PATH, argv
+    without both). Probe files are user-named keys, so they are set before the config is
+    locked against unknown keys."""
+    path, files, rest, i = None, {}, [], 0
+    while i < len(argv):
+        arg = argv[i]
+        plain = re.fullmatch(r"--?config(?:=(.*))?", arg, re.S)
+        probe = re.fullmatch(r"--?config\.hooks\.probes\.files\.([^=]+)(?:=(.*))?", arg, re.S)
+        if arg == "--":
+            rest += argv[i:]
+            break
+        if i and (plain or probe):
+            value = plain.group(1) if plain else probe.group(2)
+            if value is None:
+                if i + 1 == len(argv):
+                    raise CliError(f"flag {arg} needs a value")
+                i, value = i + 1, argv[i + 1]
+            if plain:
+                path = value
+            else:
+                files[probe.group(1)] = value
+        else:
+            rest.append(arg)
+        i += 1
+    return path, files, rest
+
+
+def _define_config(fv, argv: list[str]):
+    """Loads --config FILE (one clear line for a missing or broken file), adds the probe files
+    given on the command line and defines the `config` flag whose overrides absl parses."""
     from ml_collections import config_flags
 
-    config_flags.DEFINE_config_file("config", None, "config file (get_config())",
-                                    flag_values=fv, lock_config=True, sys_argv=argv)
+    from genjax.config import load
+
+    path, files, argv = _config_arg(argv)
+    if path is None:
+        raise CliError("--config is required")
+    config = load(path, check=False)
+    with config.unlocked():
+        for name, value in files.items():
+            config.hooks.probes.files[name] = value
+    unknown = _unknown_override(config, argv)
+    if unknown:
+        raise CliError(unknown)
+    try:  # the overrides' types are looked up here
+        config_flags.DEFINE_config_dict("config", config, CONFIG_HELP, flag_values=fv,
+                                        lock_config=True, sys_argv=argv)
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        detail = e.args[0] if isinstance(e, KeyError | AttributeError) and e.args else e
+        raise CliError("bad config override: " + " ".join(str(detail).split())) from e
+    return config, argv
+
+
+def _unknown_override(config, argv: list[str]) -> str | None:
+    """The schema's message for the first --config.KEY override that names no key."""
+    from genjax.config import ConfigDict
+
+    for arg in argv[1:] if config is not None else ():
+        m = re.match(r"--?(?:no)?config\.([^=]+)", arg)
+        node, path = config, ""
+        for part in m.group(1).split(".") if m else ():
+            if not isinstance(node, ConfigDict):
+                return f"config key '{path}' is not a section (in {arg.split('=')[0]})"
+            path = f"{path}.{part}" if path else part
+            if part not in node:
+                known = ", ".join(sorted(node.keys()))
+                return f"unknown config key '{path}' (known here: {known})"
+            node = node[part]
+    return None
 
 
 def _load_config(fv):
     from genjax.config import validate
 
-    if fv["config"].value is None:
-        raise CliError("--config is required")
     return validate(fv["config"].value)
 
 
@@ -77,7 +197,6 @@ def _setup_devices(fv) -> None:
 
 def cmd_train(argv: list[str]) -> int:
     def define(flags, fv):
-        _define_config(flags, fv, argv)
         flags.DEFINE_string("workdir", None, "run directory (checkpoints, metrics)",
                             flag_values=fv)
         flags.DEFINE_integer("cpu_devices", 0, "virtual CPU devices (testing meshes)",
@@ -93,7 +212,7 @@ def cmd_train(argv: list[str]) -> int:
                           "buffers in glibc's heap instead of mapping them afresh every step "
                           "(genjax.perf.keep_large_allocations_in_heap)", flag_values=fv)
 
-    fv, _ = _flags(argv, define)
+    fv, _ = _flags(argv, define, with_config=True)
     config = _load_config(fv)
     if not fv["workdir"].value:
         raise CliError("--workdir is required")
@@ -102,11 +221,13 @@ def cmd_train(argv: list[str]) -> int:
 
     from genjax.perf import keep_large_allocations_in_heap
     from genjax.train.run import run_training
+    from genjax.train.trainer import removed_on_failed_start
 
     if fv["heap_malloc"].value and jax.default_backend() == "cpu":
         keep_large_allocations_in_heap()
 
-    run_training(config, fv["workdir"].value, stop_after=fv["stop_after"].value or None)
+    with removed_on_failed_start(fv["workdir"].value):
+        run_training(config, fv["workdir"].value, stop_after=fv["stop_after"].value or None)
     return 0
 
 
@@ -146,13 +267,12 @@ def cmd_analyze(argv: list[str]) -> int:
 
 def cmd_compile(argv: list[str]) -> int:
     def define(flags, fv):
-        _define_config(flags, fv, argv)
         flags.DEFINE_string("topology", None, "TPU topology, e.g. v5e:4x4, v5p:2x2x1, v5e-256",
                             flag_values=fv)
         flags.DEFINE_integer("num_slices", 1, "number of slices (multi-slice)", flag_values=fv)
         flags.DEFINE_string("out", "", "write the report as JSON here", flag_values=fv)
 
-    fv, _ = _flags(argv, define)
+    fv, _ = _flags(argv, define, with_config=True)
     config = _load_config(fv)
     if not fv["topology"].value:
         raise CliError("--topology is required")
@@ -162,8 +282,24 @@ def cmd_compile(argv: list[str]) -> int:
                            fv["out"].value)
 
 
+def cmd_config(argv: list[str]) -> int:
+    """`genjax config show FILE [--config.KEY=VALUE ...]`: the resolved config, described."""
+    args = argv[1:]
+    if args and args[0] == "show":
+        args = args[1:]
+    elif not any(a.split("=")[0] in HELP_FLAGS for a in args):
+        raise CliError("usage: genjax config show FILE [--config.KEY=VALUE ...]")
+    if args and not args[0].startswith("-"):  # the file as a positional argument
+        args = ["--config", args[0], *args[1:]]
+    fv, _ = _flags([argv[0], *args], lambda flags, fv: None, with_config=True)
+    from genjax.config import describe
+
+    print(describe(_load_config(fv)))
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "metrics": cmd_metrics, "analyze": cmd_analyze,
-            "compile": cmd_compile}
+            "compile": cmd_compile, "config": cmd_config}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,9 +313,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from genjax.errors import user_errors
 
+    verbose = any(re.fullmatch(r"--?verbose(=(true|1|yes))?", a, re.I) for a in argv[2:])
     try:
         return COMMANDS[command]([f"genjax {command}"] + argv[2:])
-    except (CliError, *user_errors()) as e:
+    except HelpShown:
+        return 0
+    except (CliError, *user_errors()) as e:  # expected conditions: one line, no traceback
+        if verbose:
+            traceback.print_exc()
         print(f"genjax {command}: error: {e}", file=sys.stderr)
         return 2
 

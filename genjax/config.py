@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import pathlib
+import traceback
 from typing import Any
 
 import ml_collections
@@ -37,10 +38,14 @@ def base_config() -> ConfigDict:
             norm_eps=1e-6,
             param_dtype="float32",
             compute_dtype="float32",
-            remat=False,
+            attention="auto",  # auto | xla | splash (TPU Pallas) | cudnn (GPU flash)
+            scan_layers=False,  # one lax.scan over stacked layers instead of a Python loop
+            remat="none",  # none | full | a jax.checkpoint_policies name (dots_saveable, ...)
+            loss_chunk=512,  # cross-entropy over sequence chunks: no [B, T, V] f32 logits
         )
     )
-    c.train = ConfigDict(dict(steps=200, batch_size=32, seq_len=128, grad_accum=1))
+    c.train = ConfigDict(dict(steps=200, batch_size=32, seq_len=128, grad_accum=1,
+                              on_nonfinite="stop"))  # stop | skip
     c.optim = ConfigDict(
         dict(
             lr=3e-3,
@@ -79,6 +84,7 @@ def base_config() -> ConfigDict:
     c.log = ConfigDict(dict(every=10, progress="auto"))  # progress: auto | bar | lines | none
     c.hooks = ConfigDict(
         dict(
+            micro_batch=0,  # eval rows per hook micro-batch (0: the train micro-batch)
             heldout=ConfigDict(dict(enabled=False, every=1, batches=1, batch_size=0)),
             train_domains=ConfigDict(dict(enabled=False, every=1)),
             probes=ConfigDict(
@@ -108,7 +114,122 @@ def base_config() -> ConfigDict:
     return c
 
 
+# What each key means: `genjax config show CONFIG` prints it beside the value and the default.
+DESCRIPTIONS = {
+    "seed": "seed of the parameter init, the data order and the probe demos",
+    "model.vocab_size": "embedding rows: >= the tokenizer's vocabulary, a multiple of mesh.tensor",
+    "model.d_model": "width of the residual stream",
+    "model.n_layers": "transformer blocks",
+    "model.n_heads": "query heads per block",
+    "model.n_kv_heads": "key/value heads (grouped-query attention): divides model.n_heads",
+    "model.head_dim": "width of one attention head",
+    "model.d_ff": "hidden width of the SwiGLU MLP",
+    "model.tie_embeddings": "share the input embedding and the output projection",
+    "model.rope_theta": "RoPE base frequency",
+    "model.norm_eps": "RMSNorm epsilon",
+    "model.param_dtype": "dtype of the stored params and optimizer state: float32 | bfloat16",
+    "model.compute_dtype": "dtype of the matmuls: float32 | bfloat16",
+    "model.attention": "attention kernel: auto | xla | splash (TPU Pallas) | cudnn (GPU flash)",
+    "model.scan_layers": "one lax.scan over stacked layers instead of a Python loop",
+    "model.remat": "rematerialization: none | full | a jax.checkpoint_policies name",
+    "model.loss_chunk": "sequence positions per cross-entropy chunk (0: the whole row)",
+    "train.steps": "optimizer steps of the run (the cosine schedule decays over them)",
+    "train.batch_size": "sequences per global batch",
+    "train.seq_len": "tokens per sequence",
+    "train.grad_accum": "micro-batches per step (divides train.batch_size)",
+    "train.on_nonfinite": "a NaN/inf loss or gradient: stop (at the last good checkpoint) | skip "
+                          "(that update is not applied; train/skipped_updates counts them)",
+    "optim.lr": "peak learning rate",
+    "optim.warmup_steps": "linear warmup steps (clipped to train.steps - 1)",
+    "optim.schedule": "after warmup: cosine | constant",
+    "optim.end_lr_fraction": "cosine: final learning rate as a fraction of optim.lr, in [0, 1]",
+    "optim.b1": "AdamW beta1, in [0, 1)",
+    "optim.b2": "AdamW beta2, in [0, 1)",
+    "optim.eps": "AdamW epsilon",
+    "optim.weight_decay": "AdamW decoupled weight decay (matrices only)",
+    "optim.clip_norm": "global gradient-norm clip",
+    "mesh.data": "devices on the data axis (-1: the rest)",
+    "mesh.fsdp": "devices on the fsdp axis, params sharded over it (-1: the rest)",
+    "mesh.tensor": "devices on the tensor axis (heads, MLP, vocab)",
+    "sharding_rules": "logical axis -> mesh axes; a logical axis absent here is replicated",
+    "data.domains": "domain name -> {kind, weight, kind-specific options}",
+    "data.tokenizer": "byte | sentencepiece",
+    "data.sentencepiece_model": "path of the sentencepiece model (data.tokenizer=sentencepiece)",
+    "data.files": "comma-separated paths/globs of .txt/.jsonl files; each stem is a domain",
+    "data.text_field": "the text field of .jsonl rows",
+    "data.heldout_fraction": "share of problems/documents held out (by a hash of the text), "
+                             "in (0, 1)",
+    "data.prefetch": "host batches prefetched by the data loader",
+    "checkpoint.every": "steps between checkpoints",
+    "checkpoint.keep": "checkpoints kept",
+    "checkpoint.async_save": "write checkpoints in the background",
+    "log.every": "steps between progress lines",
+    "log.progress": "auto | bar | lines | none",
+    "hooks.micro_batch": "eval rows per hook micro-batch (0: the train micro-batch)",
+    "hooks.heldout.enabled": "held-out loss/accuracy per domain and the train-vs-held-out gap",
+    "hooks.heldout.every": "steps between held-out evaluations (NaN on other steps)",
+    "hooks.heldout.batches": "held-out batches evaluated",
+    "hooks.heldout.batch_size": "rows per held-out batch (0: train.batch_size)",
+    "hooks.train_domains.enabled": "train loss/accuracy/tokens per domain (no extra FLOPs)",
+    "hooks.train_domains.every": "steps between per-domain train metrics",
+    "hooks.probes.enabled": "contrastive probes: correct vs pattern-matching continuation",
+    "hooks.probes.every": "steps between probe evaluations",
+    "hooks.probes.builtin_items": "items per built-in probe family (0: none)",
+    "hooks.probes.files": "family name -> probe JSONL path (--config.hooks.probes.files.NAME=PATH)",
+    "hooks.probes.shots": "in-context demos per item (a file without demo rows: zero-shot)",
+    "hooks.probes.sampling": "demo sampling: none | random | ordered | balanced",
+    "hooks.probes.seeds": "demo-sampling seeds; items are repeated per seed",
+    "hooks.probes.joiner": "text between demo blocks and the test prompt",
+    "hooks.probes.max_items": "items kept per probe file",
+    "hooks.probes.prompt_len": "prompt tokens per item (0: fit the longest; longer ones keep "
+                               "their end)",
+    "hooks.probes.answer_len": "answer tokens per item (0: fit the longest)",
+    "hooks.memorization.enabled": "loss on early training rows vs fresh held-out rows",
+    "hooks.memorization.every": "steps between memorization evaluations",
+    "hooks.memorization.examples": "rows in each of the seen and fresh sets",
+    "stream.enabled": "write metrics to TensorStore (zarr3)",
+    "stream.path": "store location (empty: WORKDIR/metrics; file://, gs://, memory://)",
+    "stream.chunk_steps": "steps per stored chunk",
+    "stream.flush_every_s": "seconds between writes of a partial chunk",
+    "stream.fsync": "fsync every write",
+    "stream.overwrite": "replace a store whose schema differs",
+    "stream.tensorboard": "also mirror scalars to TensorBoard (WORKDIR/tensorboard)",
+    "stream.wandb_project": "also mirror scalars to this Weights & Biases project",
+    "analysis.online_hops": "detect mode hops during training and log them",
+    "analysis.save_on_hop": "checkpoint right after each detected hop",
+    "analysis.window": "rows before a hop used by the attribution",
+    "analysis.min_regime_steps": "rows a regime must last to count",
+}
+
 _OPEN_SECTIONS = ("data.domains", "hooks.probes.files")
+
+
+def leaves(config: Any, path: str = "") -> dict[str, Any]:
+    """Flattened {dotted key: value}; an open section's entries appear below its key."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        sub = f"{path}.{key}" if path else key
+        if isinstance(value, ConfigDict | dict) and (len(value) or sub not in _OPEN_SECTIONS):
+            out.update(leaves(value, sub))
+        else:
+            out[sub] = value.to_dict() if isinstance(value, ConfigDict) else value
+    return out
+
+
+def describe(config: ConfigDict) -> str:
+    """The resolved config, one key a line: value, the default where it differs, meaning."""
+    defaults, values = leaves(base_config()), leaves(config)
+    cells = []
+    for key, value in values.items():
+        section = next((s for s in _OPEN_SECTIONS if key.startswith(s + ".")), None)
+        if section and not any(c[0].startswith(section + ".") for c in cells):
+            cells.append((section, "", "", DESCRIPTIONS[section]))
+        default = "" if section or (key in defaults and defaults[key] == value) else \
+            f"(default {defaults.get(key)!r})"
+        cells.append((key, repr(value), default, "" if section else DESCRIPTIONS.get(key, "")))
+    w = [min(max(len(c[i]) for c in cells), cap) for i, cap in ((0, 36), (1, 24), (2, 22))]
+    rows = [f"{k:<{w[0]}}  {v:<{w[1]}}  {d:<{w[2]}}  {m}".rstrip() for k, v, d, m in cells]
+    return "\n".join([f"{'key':<{w[0]}}  {'value':<{w[1]}}  {'':<{w[2]}}  meaning", *rows])
 
 
 def _check(node: Any, schema: Any, path: str) -> None:
@@ -138,43 +259,107 @@ def _check(node: Any, schema: Any, path: str) -> None:
         )
 
 
-def validate(config: ConfigDict) -> ConfigDict:
-    """Checks keys and types against `base_config()` and basic value ranges; returns config."""
-    _check(config, base_config(), "")
-    positive = ["train.steps", "train.batch_size", "train.seq_len", "train.grad_accum",
-                "model.d_model", "model.n_layers", "model.n_heads", "model.n_kv_heads",
-                "model.head_dim", "model.d_ff", "checkpoint.every", "stream.chunk_steps",
-                "stream.flush_every_s"]
-    for key in positive:
-        section, name = key.split(".")
-        if config[section][name] <= 0:
-            raise ConfigError(f"config key '{key}' must be positive, got {config[section][name]}")
-    if config.model.n_heads % config.model.n_kv_heads:
-        raise ConfigError("config key 'model.n_heads' must be a multiple of 'model.n_kv_heads'")
-    for key in ("param_dtype", "compute_dtype"):
-        if config.model[key] not in ("float32", "bfloat16"):
-            raise ConfigError(f"config key 'model.{key}' must be float32 or bfloat16")
-    if config.optim.schedule not in ("cosine", "constant"):
-        raise ConfigError("config key 'optim.schedule' must be 'cosine' or 'constant'")
-    if config.train.batch_size % config.train.grad_accum:
-        raise ConfigError("config key 'train.batch_size' must be divisible by 'train.grad_accum'")
-    if config.hooks.probes.sampling not in ("none", "random", "ordered", "balanced"):
-        raise ConfigError("config key 'hooks.probes.sampling' must be none|random|ordered|balanced")
+# Value ranges checked by `validate` (types are checked against `base_config()` first).
+_AT_LEAST_1 = ("train.steps", "train.batch_size", "train.seq_len", "train.grad_accum",
+               "model.vocab_size", "model.d_model", "model.n_layers", "model.n_heads",
+               "model.n_kv_heads", "model.head_dim", "model.d_ff", "checkpoint.every",
+               "checkpoint.keep", "log.every", "stream.chunk_steps", "hooks.heldout.batches",
+               "hooks.probes.seeds", "hooks.probes.max_items", "hooks.memorization.examples",
+               "analysis.window", "analysis.min_regime_steps")
+_AT_LEAST_0 = ("seed", "model.loss_chunk", "optim.warmup_steps", "data.prefetch",
+               "hooks.micro_batch", "hooks.heldout.batch_size", "hooks.probes.builtin_items",
+               "hooks.probes.shots", "hooks.probes.prompt_len", "hooks.probes.answer_len",
+               "optim.weight_decay")
+_POSITIVE = ("optim.lr", "optim.eps", "optim.clip_norm", "model.rope_theta", "model.norm_eps",
+             "stream.flush_every_s")
+# key -> (low, high, brackets): "()" open, "[]" closed, "[)" half-open
+_INTERVALS = {"data.heldout_fraction": (0, 1, "()"), "optim.end_lr_fraction": (0, 1, "[]"),
+              "optim.b1": (0, 1, "[)"), "optim.b2": (0, 1, "[)")}
+_CHOICES = {"model.param_dtype": ("float32", "bfloat16"),
+            "model.compute_dtype": ("float32", "bfloat16"),
+            "optim.schedule": ("cosine", "constant"),
+            "train.on_nonfinite": ("stop", "skip"),
+            "data.tokenizer": ("byte", "sentencepiece"),
+            "log.progress": ("auto", "bar", "lines", "none"),
+            "hooks.probes.sampling": ("none", "random", "ordered", "balanced")}
+
+
+def lookup(config: Any, key: str) -> Any:
+    """`config` at a dotted key."""
+    for part in key.split("."):
+        config = config[part]
     return config
 
 
-def load(path: str | pathlib.Path) -> ConfigDict:
-    """Imports a config file, calls its `get_config()` and validates the result."""
+def _choices() -> dict[str, tuple[str, ...]]:
+    from genjax.model.attention import IMPLEMENTATIONS
+    from genjax.model.transformer import REMAT_CHOICES
+
+    return {**_CHOICES, "model.attention": tuple(IMPLEMENTATIONS),
+            "model.remat": tuple(REMAT_CHOICES)}
+
+
+def validate(config: ConfigDict) -> ConfigDict:
+    """Checks keys and types against `base_config()` and value ranges; returns config."""
+    _check(config, base_config(), "")
+    every = [f"hooks.{name}.every" for name, section in config.hooks.items()
+             if isinstance(section, ConfigDict) and "every" in section]
+    for key in (*_AT_LEAST_1, *every):
+        if lookup(config, key) < 1:
+            raise ConfigError(f"config key '{key}' must be >= 1, got {lookup(config, key)}")
+    for key in _AT_LEAST_0:
+        if lookup(config, key) < 0:
+            raise ConfigError(f"config key '{key}' must be >= 0, got {lookup(config, key)}")
+    for key in _POSITIVE:
+        if not lookup(config, key) > 0:
+            raise ConfigError(f"config key '{key}' must be positive, got {lookup(config, key)}")
+    for key, (low, high, brackets) in _INTERVALS.items():
+        v = lookup(config, key)
+        above = v > low if brackets[0] == "(" else v >= low
+        below = v < high if brackets[1] == ")" else v <= high
+        if not (above and below):
+            raise ConfigError(f"config key '{key}' must be in {brackets[0]}{low}, {high}"
+                              f"{brackets[1]}, got {v}")
+    for key, allowed in _choices().items():
+        if lookup(config, key) not in allowed:
+            raise ConfigError(f"config key '{key}' must be one of {' | '.join(allowed)}, "
+                              f"got {lookup(config, key)!r}")
+    if config.model.n_heads % config.model.n_kv_heads:
+        raise ConfigError("config key 'model.n_heads' must be a multiple of 'model.n_kv_heads'")
+    if config.train.batch_size % config.train.grad_accum:
+        raise ConfigError("config key 'train.batch_size' must be divisible by 'train.grad_accum'")
+    return config
+
+
+def load(path: str | pathlib.Path, check: bool = True) -> ConfigDict:
+    """Imports a config file, calls its `get_config()` and (`check`) validates the result.
+    Any failure of the file itself is a ConfigError naming the file and line."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     spec = importlib.util.spec_from_file_location(f"genjax_config_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
-        raise ConfigError(f"config file {path} has no get_config()")
     try:
+        spec.loader.exec_module(module)
+        if not hasattr(module, "get_config"):
+            raise ConfigError(f"config file {path} has no get_config()")
         config = module.get_config()
-    except (TypeError, KeyError, AttributeError) as e:  # ConfigDict's own type/key checks
-        raise ConfigError(f"{path}: {e}") from e
-    return validate(config)
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the user's file: say where it failed, in one line
+        raise ConfigError(f"config file {_where(path, e)}: {type(e).__name__}: {e}") from e
+    if not isinstance(config, ConfigDict):
+        raise ConfigError(f"config file {path}: get_config() returned "
+                          f"{type(config).__name__}, not a ConfigDict")
+    return validate(config) if check else config
+
+
+def _where(path: pathlib.Path, error: Exception) -> str:
+    """`path:line` of the deepest frame of `error` in `path` (a SyntaxError's own line)."""
+    if isinstance(error, SyntaxError) and error.lineno:
+        return f"{path}:{error.lineno}"
+    line = None
+    for frame in traceback.extract_tb(error.__traceback__):
+        if pathlib.Path(frame.filename).resolve() == path.resolve():
+            line = frame.lineno
+    return f"{path}:{line}" if line else str(path)

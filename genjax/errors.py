@@ -6,11 +6,13 @@ from __future__ import annotations
 def user_errors() -> tuple[type[Exception], ...]:
     from genjax.config import ConfigError
     from genjax.data.sources import DataError
+    from genjax.hooks.base import HookError
     from genjax.hooks.probes import ProbeError
     from genjax.sharding import MeshError
     from genjax.stream.store import StreamError
     from genjax.tpu.compile import CompileError
+    from genjax.train.resume import ResumeError
     from genjax.train.trainer import WorkdirError
 
     return (ConfigError, DataError, MeshError, WorkdirError, ProbeError, StreamError,
-            CompileError, FileNotFoundError)
+            CompileError, ResumeError, HookError, FileNotFoundError)

@@ -86,18 +86,26 @@ def _check_divisible(name: str, shape, spec: PartitionSpec, mesh: Mesh) -> None:
             )
 
 
-def param_shardings(abstract_params, mesh: Mesh, rules: Rules):
-    """NamedSharding for every parameter, from its logical axis names."""
+def param_shardings(abstract_params, mesh: Mesh, rules: Rules, logical_axes=None):
+    """NamedSharding for every parameter, from its logical axis names: `logical_axes(params)`
+    (a pytree like params of name tuples), else Flax NNX `sharding` metadata, else replicated."""
 
-    def one(path, var, logical):
-        spec = logical_to_spec(tuple(logical), rules)  # logical: a PartitionSpec of names
-        spec = PartitionSpec(*spec, *([None] * (len(var.shape) - len(spec))))
-        _check_divisible(jax.tree_util.keystr(path), var.shape, spec, mesh)
-        return var.replace(NamedSharding(mesh, spec))
+    def named(path, shape, logical) -> NamedSharding:
+        spec = logical_to_spec(tuple(logical), rules)
+        spec = PartitionSpec(*spec, *([None] * (len(shape) - len(spec))))
+        _check_divisible(jax.tree_util.keystr(path), shape, spec, mesh)
+        return NamedSharding(mesh, spec)
 
+    if logical_axes is None and isinstance(abstract_params, nnx.State):
+        return jax.tree_util.tree_map_with_path(
+            lambda path, var, logical: var.replace(named(path, var.shape, logical)),
+            abstract_params, nnx.get_partition_spec(abstract_params),
+            is_leaf=lambda x: isinstance(x, nnx.Variable))
+    if logical_axes is None:
+        return jax.tree.map(lambda _: NamedSharding(mesh, PartitionSpec()), abstract_params)
     return jax.tree_util.tree_map_with_path(
-        one, abstract_params, nnx.get_partition_spec(abstract_params),
-        is_leaf=lambda x: isinstance(x, nnx.Variable))
+        lambda path, logical, x: named(path, x.shape, logical), logical_axes(abstract_params),
+        abstract_params, is_leaf=lambda x: isinstance(x, tuple))
 
 
 def batch_sharding(mesh: Mesh, rules: Rules, ndim: int = 2) -> NamedSharding:

@@ -37,6 +37,19 @@ def is_heldout(text: str, fraction: float) -> bool:
     return h / 2.0**64 < fraction
 
 
+def require_both_splits(domain: SyntheticDomain, texts, table: str) -> None:
+    """A finite problem table must hold train and held-out problems, or sampling never ends."""
+    seen = set()
+    for text in texts:
+        seen.add(is_heldout(text, domain.heldout_fraction))
+        if len(seen) == 2:
+            return
+    missing = "held-out" if True not in seen else "training"
+    raise DataError(f"domain '{domain.name}' ({domain.kind}): {table} has no {missing} problem "
+                    f"at data.heldout_fraction={domain.heldout_fraction}; use a larger modulus "
+                    f"or another data.heldout_fraction")
+
+
 @dataclasses.dataclass(frozen=True)
 class Problem:
     prompt: str
@@ -127,6 +140,27 @@ class ModularArithmetic(SyntheticDomain):
 
     kind = "modular_arithmetic"
     options = {"modulus": 97, "probe_shots": 4, "loss_on": "all"}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._check_table()
+
+    def _check_table(self) -> None:
+        """Sampling and the probe families loop until they find a held-out problem whose answer
+        differs from a given one and a training problem with any given answer: the table must
+        hold two held-out answers and every answer in training, or they never return."""
+        p, f = self.opt["modulus"], self.heldout_fraction
+        train, heldout = set(), set()
+        for a in range(p):
+            for b in range(p):
+                prob = self.problem(a, b)
+                (heldout if is_heldout(prob.text, f) else train).add(prob.answer)
+            if len(train) == p and len(heldout) >= 2:
+                return
+        raise DataError(f"domain '{self.name}' ({self.kind}): modulus {p} is too small at "
+                        f"data.heldout_fraction={f}: held-out problems cover {len(heldout)} "
+                        f"answer(s) (2 needed), training problems {len(train)} of {p} (all "
+                        f"needed); use a larger modulus or another data.heldout_fraction")
 
     def problem(self, a: int, b: int) -> Problem:
         return Problem(f"{a}+{b}=", str((a + b) % self.opt["modulus"]))

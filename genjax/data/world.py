@@ -28,6 +28,7 @@ from genjax.data.sources import (
     Problem,
     SyntheticDomain,
     is_heldout,
+    require_both_splits,
 )
 
 SYMBOLS = string.digits + string.ascii_uppercase + string.ascii_lowercase  # residue i -> char
@@ -56,6 +57,9 @@ class ModularSymbols(SyntheticDomain):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.p = _symbol_modulus(self.name, self.kind, self.opt["modulus"])
+        require_both_splits(self, (self.problem(a, b).text for a in range(self.p)
+                                   for b in range(a, self.p)),
+                            f"modulus {self.p} ({self.p * (self.p + 1) // 2} unordered pairs)")
 
     def problem(self, a: int, b: int) -> Problem:
         return Problem(f"{SYMBOLS[a]}+{SYMBOLS[b]}=", SYMBOLS[(a + b) % self.p])

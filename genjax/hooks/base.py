@@ -19,6 +19,8 @@ from typing import Any, Protocol
 import jax
 import jax.numpy as jnp
 
+FLOAT_DTYPES = ("float32", "float64", "bfloat16", "float16")
+
 
 @dataclasses.dataclass(frozen=True)
 class MetricSpec:
@@ -33,6 +35,10 @@ class MetricSpec:
     dtype: str = "float32"
 
     def __post_init__(self):
+        if self.dtype not in FLOAT_DTYPES:  # the stream's fill and a skipped hook's value: NaN
+            raise ValueError(f"metric {self.name}: dtype {self.dtype!r} is not supported, "
+                             f"metrics are {' | '.join(FLOAT_DTYPES)} (NaN marks steps a hook "
+                             "did not run); count in float32 (exact to 2**24) or float64")
         if len(self.dims) != len(self.shape):
             raise ValueError(f"metric {self.name}: dims {self.dims} do not match shape "
                              f"{self.shape}")
@@ -58,8 +64,15 @@ class StepContext:
 ApplyFn = Callable[..., jax.Array]
 
 
+class HookError(ValueError):
+    """A hook cannot run with this model or data: names the hook and what is missing."""
+
+
 class Hook(Protocol):
-    """What a hook provides. `data()` is placed on device once, sharded on its leading axis."""
+    """What a hook provides. `data()` is placed on device once, its arrays zero-padded to a
+    multiple of the batch mesh axes and sharded on their leading (row) axis: a zero row must
+    count for nothing. `requires` (optional): the `apply` arguments beyond tokens the hook
+    passes (`genjax.model.lm`: positions, shared_prefix, logits_at)."""
 
     name: str
     every: int
@@ -70,6 +83,18 @@ class Hook(Protocol):
 
     def compute(self, params: Any, apply_fn: ApplyFn, data: Any,
                 ctx: StepContext) -> dict[str, jax.Array]: ...
+
+
+def check_capabilities(hooks: Sequence[Hook], model: Any) -> None:
+    """Refuses, naming the hook, a hook that needs `apply` arguments the model does not take."""
+    for hook in hooks:
+        missing = sorted(set(getattr(hook, "requires", ())) - set(model.supports))
+        if missing:
+            has = ", ".join(sorted(model.supports)) or "tokens only"
+            raise HookError(f"hook '{hook.name}' needs a model whose apply takes "
+                            f"{', '.join(missing)}; this model's apply takes {has} (disable "
+                            f"the hook, or give the model those arguments and list them in "
+                            f"LanguageModel.supports)")
 
 
 def schema_of(hooks: Sequence[Hook]) -> list[MetricSpec]:
@@ -117,13 +142,3 @@ def domain_sums(values_BxT: jax.Array, mask_BxT: jax.Array, domain_B: jax.Array,
 def safe_ratio(num: jax.Array, den: jax.Array) -> jax.Array:
     """num / den, NaN where den == 0 (a domain absent from this batch has no value)."""
     return jnp.where(den > 0, num / jnp.maximum(den, 1e-30), jnp.nan)
-
-
-def next_token_stats(logits_BxTxV: jax.Array, targets_BxT: jax.Array):
-    """(per-token cross-entropy, per-token argmax correctness), float32. The target's logit
-    minus the log-normalizer: no [B, T, V] log-probabilities are materialized."""
-    logits_BxTxV = logits_BxTxV.astype(jnp.float32)
-    target_logit_BxT = jnp.take_along_axis(logits_BxTxV, targets_BxT[..., None], axis=-1)[..., 0]
-    loss_BxT = jax.nn.logsumexp(logits_BxTxV, axis=-1) - target_logit_BxT
-    correct_BxT = (jnp.argmax(logits_BxTxV, axis=-1) == targets_BxT).astype(jnp.float32)
-    return loss_BxT, correct_BxT

@@ -1,7 +1,9 @@
 """Per-domain hooks: held-out loss/accuracy and gap, train-batch loss, memorization.
 
 All per-domain values come from summed losses and token counts (`domain_sums`), so a domain's
-value is exactly its token-weighted mean, never a mean of means.
+value is exactly its token-weighted mean, never a mean of means. Eval rows are padded to the
+`EvalBatching` plan with zero loss mask (a padded row adds nothing) and evaluated in
+micro-batches through the model's chunked cross-entropy (`genjax.model.token_stats`).
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ import dataclasses
 
 import numpy as np
 
-from genjax.hooks.base import MetricSpec, StepContext, domain_sums, next_token_stats, safe_ratio
+from genjax.batching import EvalBatching
+from genjax.hooks.base import MetricSpec, StepContext, domain_sums, safe_ratio
+from genjax.model import token_stats
 
 
 def _domain_spec(name: str, domains: list[str], description: str, unit: str = "") -> MetricSpec:
@@ -25,10 +29,10 @@ def _domain_means(loss_BxT, correct_BxT, mask_BxT, domain_B, num_domains):
     return safe_ratio(loss_sum_D, count_D), safe_ratio(correct_sum_D, count_D), count_D
 
 
-def _per_domain(apply_fn, params, data, num_domains):
-    """Per-domain means of a forward pass over `data` rows."""
-    loss_BxT, correct_BxT = next_token_stats(apply_fn(params, data["inputs"]), data["targets"])
-    return _domain_means(loss_BxT, correct_BxT, data["loss_mask"], data["domain"], num_domains)
+def _row_stats(apply_fn, params, data, batching: EvalBatching, num_rows: int):
+    """Per-token (loss, correct) [N, T] of a forward pass over the (padded) rows."""
+    return batching.map(lambda d: token_stats(apply_fn, params, d["inputs"], d["targets"]),
+                        data, num_rows)
 
 
 def train_batch_by_domain(ctx: StepContext, num_domains: int):
@@ -45,6 +49,7 @@ class HeldoutHook:
     rows: dict[str, np.ndarray]  # inputs, targets, loss_mask, domain: held-out rows
     domains: list[str]
     every: int = 1
+    batching: EvalBatching = EvalBatching()
     name: str = "heldout"
 
     def schema(self):
@@ -57,10 +62,13 @@ class HeldoutHook:
         )
 
     def data(self):
-        return self.rows
+        return self.batching.pad(self.rows)
 
     def compute(self, params, apply_fn, data, ctx):
-        loss_D, acc_D, _ = _per_domain(apply_fn, params, data, len(self.domains))
+        loss_BxT, correct_BxT = _row_stats(apply_fn, params, data, self.batching,
+                                           len(self.rows["domain"]))
+        loss_D, acc_D, _ = _domain_means(loss_BxT, correct_BxT, data["loss_mask"],
+                                         data["domain"], len(self.domains))
         train_loss_D, _, _ = train_batch_by_domain(ctx, len(self.domains))
         return {"heldout/loss": loss_D, "heldout/accuracy": acc_D,
                 "gap/loss": loss_D - train_loss_D}
@@ -103,6 +111,7 @@ class MemorizationHook:
     seen_by_step: int  # every seen row was trained on at or before this step
     domains: list[str]
     every: int = 1
+    batching: EvalBatching = EvalBatching()
     name: str = "memorization"
 
     def schema(self):
@@ -120,12 +129,12 @@ class MemorizationHook:
         rows = {k: np.concatenate([self.seen[k], self.fresh[k]]) for k in self.seen}
         rows["is_seen"] = np.concatenate([np.ones(len(self.seen["domain"]), np.float32),
                                           np.zeros(len(self.fresh["domain"]), np.float32)])
-        return rows
+        return self.batching.pad(rows)
 
     def compute(self, params, apply_fn, data, ctx):
         n = len(self.domains)
-        logits_BxTxV = apply_fn(params, data["inputs"])
-        loss_BxT, _ = next_token_stats(logits_BxTxV, data["targets"])
+        loss_BxT, _ = _row_stats(apply_fn, params, data, self.batching,
+                                 len(self.seen["domain"]) + len(self.fresh["domain"]))
         seen_mask = data["loss_mask"] * data["is_seen"][:, None]
         fresh_mask = data["loss_mask"] * (1.0 - data["is_seen"])[:, None]
         seen_sum, seen_n = domain_sums(loss_BxT, seen_mask, data["domain"], n)

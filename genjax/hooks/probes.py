@@ -20,11 +20,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genjax.batching import EvalBatching
 from genjax.data.sources import ProbeItem
 from genjax.data.tokenizers import Tokenizer
 from genjax.hooks.base import MetricSpec
-
-SEG_PAD, SEG_CONTEXT, SEG_CORRECT, SEG_INCORRECT = 0, 1, 2, 3
+from genjax.model.attention import (  # noqa: F401  (re-exported)
+    SEG_CONTEXT,
+    SEG_CORRECT,
+    SEG_INCORRECT,
+    SEG_PAD,
+    SharedPrefix,
+    probe_mask,
+)
+from genjax.model.lm import LOGITS_AT, POSITIONS, SHARED_PREFIX
 
 
 class ProbeError(ValueError):
@@ -125,10 +133,12 @@ def answer_tokens(tokenizer: Tokenizer, prompt: str, answer: str) -> tuple[list[
 
 
 def encode_items(items: list[ProbeItem], tokenizer: Tokenizer, context_len: int = 0,
-                 answer_len: int = 0) -> dict[str, np.ndarray]:
+                 answer_len: int = 0, length_multiple: int = 1) -> dict[str, np.ndarray]:
     """Token rows [context (left-padded) | correct | incorrect] with segment ids, positions,
     and `predictor` [N, 2 x answer_len]: for each position of the answer region (the rows'
-    last 2 x answer_len tokens) the row position whose logits predict it."""
+    last 2 x answer_len tokens) the row position whose logits predict it. The context is
+    left-padded further so that the row length is a multiple of `length_multiple` (splash
+    attention's 128)."""
     encoded = []
     for it in items:
         ctx, good = answer_tokens(tokenizer, it.prompt, it.correct)
@@ -138,6 +148,7 @@ def encode_items(items: list[ProbeItem], tokenizer: Tokenizer, context_len: int 
         encoded.append((ctx, good, bad))
     lp = context_len or max(len(c) for c, _, _ in encoded)
     la = answer_len or max(max(len(g), len(b)) for _, g, b in encoded)
+    lp += -(lp + 2 * la) % length_multiple
     n, s = len(items), lp + 2 * la
     tokens = np.full((n, s), tokenizer.pad_id, np.int32)
     segment = np.zeros((n, s), np.int32)
@@ -159,22 +170,13 @@ def encode_items(items: list[ProbeItem], tokenizer: Tokenizer, context_len: int 
             "predictor": predictor[:, lp:]}
 
 
-def probe_mask(segment_NxS: jax.Array) -> jax.Array:
-    """[N, S, S] attention: causal, each answer sees the context and itself; pads see self."""
-    s = segment_NxS.shape[1]
-    causal = jnp.tril(jnp.ones((s, s), bool))
-    q, k = segment_NxS[:, :, None], segment_NxS[:, None, :]
-    visible = (k == SEG_CONTEXT) | ((k == q) & (q != SEG_PAD))
-    return (causal & visible) | jnp.eye(s, dtype=bool)
-
-
 def score_items(apply_fn, params, data) -> dict[str, jax.Array]:
     """Per item: summed log-prob and mean token probability of each answer. One pass over
     [context | correct | incorrect]; logits only where an answer token is predicted."""
     pred_NxK = data["predictor"]
     k = pred_NxK.shape[1]  # the answer region: the rows' last k positions
     logits_NxKxV = apply_fn(params, data["tokens"], data["positions"],
-                            probe_mask(data["segment"]), pred_NxK)
+                            SharedPrefix(data["segment"], k // 2), pred_NxK)
     answers_NxK, segment_NxK = data["tokens"][:, -k:], data["segment"][:, -k:]
     token_logit_NxK = jnp.take_along_axis(logits_NxKxV, answers_NxK[..., None], axis=2)[..., 0]
     token_logp_NxK = token_logit_NxK - jax.nn.logsumexp(logits_NxKxV, axis=-1)
@@ -195,7 +197,10 @@ class ProbeHook:
     every: int = 1
     context_len: int = 0
     answer_len: int = 0
+    batching: EvalBatching = EvalBatching()
+    length_multiple: int = 1  # row length multiple the model's attention needs
     name: str = "probes"
+    requires = frozenset({POSITIONS, SHARED_PREFIX, LOGITS_AT})  # the shared-prompt pass
 
     def __post_init__(self):
         if not self.items:
@@ -207,7 +212,7 @@ class ProbeHook:
             counts[it.family] = counts.get(it.family, 0) + 1
             self.item_labels.append(f"{it.family}/{counts[it.family] - 1}")
         self.encoded = encode_items(self.items, self.tokenizer, self.context_len,
-                                    self.answer_len)
+                                    self.answer_len, self.length_multiple)
         fam_index = {f: i for i, f in enumerate(self.families)}
         self.encoded["family"] = np.asarray([fam_index[it.family] for it in self.items],
                                             np.int32)
@@ -235,14 +240,16 @@ class ProbeHook:
         )
 
     def data(self):
-        return self.encoded
+        return self.batching.pad(self.encoded)  # padded rows: all SEG_PAD, sliced off below
 
     def compute(self, params, apply_fn, data, ctx):
-        s = score_items(apply_fn, params, data)
+        n = len(self.items)
+        s = self.batching.map(lambda d: score_items(apply_fn, params, d), data, n)
+        s = jax.tree.map(lambda v_N: v_N[:n], s)
         margin_N = s["correct_avg_prob"] - s["incorrect_avg_prob"]
         logp_margin_N = s["correct_logp"] - s["incorrect_logp"]
         win_N = (s["correct_avg_prob"] > s["incorrect_avg_prob"]).astype(jnp.float32)
-        onehot_NxF = jax.nn.one_hot(data["family"], len(self.families), dtype=jnp.float32)
+        onehot_NxF = jax.nn.one_hot(data["family"][:n], len(self.families), dtype=jnp.float32)
         count_F = onehot_NxF.sum(0)
         family_mean = lambda v_N: (v_N @ onehot_NxF) / count_F
         return {"probes/accuracy": family_mean(win_N),

@@ -2,26 +2,91 @@
 
 from __future__ import annotations
 
+import json
+
+from genjax.batching import EvalBatching
 from genjax.data import Data
 from genjax.hooks.base import Hook
 from genjax.hooks.domains import HeldoutHook, MemorizationHook, TrainDomainsHook
-from genjax.hooks.probes import ProbeError, ProbeHook, load_probe_file
+from genjax.hooks.probes import ProbeError, ProbeHook, answer_tokens, load_probe_file
 
 
-def probe_items(config, data: Data) -> list:
-    """Built-in families of the synthetic domains plus every file in `hooks.probes.files`."""
+def probe_items(config, data: Data, note=None) -> list:
+    """Built-in families of the synthetic domains plus every file in `hooks.probes.files`.
+    A file without demo rows is scored zero-shot (`note(text)` says so; default: stderr), and
+    with `hooks.probes.answer_len` set every answer must fit in it."""
     p = config.hooks.probes
     items = data.probe_items(p.builtin_items) if p.builtin_items else []
     for family, path in sorted(p.files.items()):
         if not isinstance(path, str):
             raise ProbeError(f"hooks.probes.files.{family} must be a path string")
-        loaded = load_probe_file(path, family, p.shots, p.sampling, p.seeds, p.joiner)
+        shots = p.shots
+        if shots and p.sampling != "none" and not _has_demo_rows(path):
+            shots = 0
+            (note or _note)(f"note: probe file {path} has no demo rows: family '{family}' is "
+                            f"scored zero-shot (hooks.probes.shots={p.shots} needs demos)")
+        loaded = load_probe_file(path, family, shots, p.sampling, p.seeds, p.joiner)
         items += loaded[: p.max_items]
+    if p.answer_len:
+        _check_answer_len(items, data.tokenizer, p.answer_len)
     return items
 
 
-def build_hooks(config, data: Data) -> list[Hook]:
+def _note(text: str) -> None:
+    import sys
+
+    import jax
+
+    if jax.process_index() == 0:
+        print(text, file=sys.stderr)
+
+
+def _has_demo_rows(path: str) -> bool:
+    """Whether a probe JSONL file has a `split: demo` row (malformed lines: the loader says)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(row, dict) and row.get("split") == "demo":
+                    return True
+    except OSError:
+        return True  # unreadable: let the loader name the problem
+    return False
+
+
+def _check_answer_len(items: list, tokenizer, answer_len: int) -> None:
+    """Every answer of every item within `hooks.probes.answer_len` tokens, or one line naming
+    the first that is not and the length that fits them all."""
+    longest, first, counts = 0, None, {}
+    for it in items:
+        i = counts[it.family] = counts.get(it.family, -1) + 1  # the item's label: family/i
+        for answer in (it.correct, it.incorrect):
+            n = len(answer_tokens(tokenizer, it.prompt, answer)[1])
+            longest = max(longest, n)
+            if n > answer_len and first is None:
+                first = (f"{it.family}/{i}", answer, n)
+    if first is not None:
+        label, answer, n = first
+        raise ProbeError(f"probe item {label}: answer {answer!r} is {n} tokens, "
+                         f"longer than hooks.probes.answer_len={answer_len} (the longest answer "
+                         f"is {longest} tokens; 0 fits them all)")
+
+
+def eval_batching(config, shards: int) -> EvalBatching:
+    """Hook rows sharded over the batch mesh axes, `hooks.micro_batch` rows at a time (0: the
+    train step's micro-batch)."""
+    micro = config.hooks.micro_batch or config.train.batch_size // config.train.grad_accum
+    return EvalBatching(micro_batch=micro, shards=shards)
+
+
+def build_hooks(config, data: Data, shards: int = 1, length_multiple: int = 1) -> list[Hook]:
+    """The enabled hooks; `shards`: the size of the batch mesh axes their rows are split over;
+    `length_multiple`: the row length the model's attention needs (probe rows are padded)."""
     h, names = config.hooks, data.names
+    batching = eval_batching(config, shards)
     per_domain = lambda total: max(1, total // len(names))
     hooks: list[Hook] = []
     if h.train_domains.enabled:
@@ -29,15 +94,16 @@ def build_hooks(config, data: Data) -> list[Hook]:
     if h.heldout.enabled:
         total = h.heldout.batches * (h.heldout.batch_size or config.train.batch_size)
         hooks.append(HeldoutHook(data.heldout_rows(per_domain(total)), names,
-                                 every=h.heldout.every))
+                                 every=h.heldout.every, batching=batching))
     if h.probes.enabled:
         hooks.append(ProbeHook(probe_items(config, data), data.tokenizer, h.probes.every,
-                               h.probes.prompt_len, h.probes.answer_len))
+                               h.probes.prompt_len, h.probes.answer_len, batching=batching,
+                               length_multiple=length_multiple))
     if h.memorization.enabled:
         n = per_domain(h.memorization.examples)
         seen, last_index = data.first_train_rows(n)
         fresh = data.heldout_rows(n, offset=per_domain(
             h.heldout.batches * (h.heldout.batch_size or config.train.batch_size)))
         hooks.append(MemorizationHook(seen, fresh, last_index // config.train.batch_size,
-                                      names, every=h.memorization.every))
+                                      names, every=h.memorization.every, batching=batching))
     return hooks

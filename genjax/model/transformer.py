@@ -1,9 +1,13 @@
 """Decoder-only transformer LM in Flax NNX.
 
-RoPE, RMSNorm, grouped-query causal attention via `jax.nn.dot_product_attention`, SwiGLU MLP,
-optional tied embeddings and rematerialization. Every parameter carries logical axis names
-(`sharding=`); `genjax.sharding` maps them to mesh axes. Activations are constrained through an
-optional `constrain(x, logical_axes)` callable so that the module itself knows no mesh.
+RoPE, RMSNorm, grouped-query causal attention (`genjax.model.attention`: XLA, splash on TPU,
+cuDNN flash on GPU), SwiGLU MLP, optional tied embeddings. Layers run as a Python loop or as one
+`lax.scan` over stacked parameters (`scan_layers`: HLO size and compile time independent of
+depth), each under an optional remat policy. The cross-entropy is computed over sequence
+chunks of the final hidden states (`token_stats`), so no [B, T, V] float32 logits exist.
+Every parameter carries logical axis names (`sharding=`; stacked layers add a leading
+'layers' axis); `genjax.sharding` maps them to mesh axes. Activations are constrained through
+an optional `constrain(x, logical_axes)` callable so that the module itself knows no mesh.
 """
 
 from __future__ import annotations
@@ -15,7 +19,16 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from genjax.model.attention import AttentionFn, SharedPrefix, make_attention
+from genjax.model.loss import chunked_token_stats
+
 Constrain = Callable[[jax.Array, tuple[str | None, ...]], jax.Array]
+
+# jax.checkpoint_policies that are policies themselves (the others are factories needing names)
+REMAT_POLICIES = ("dots_saveable", "dots_with_no_batch_dims_saveable", "checkpoint_dots",
+                  "checkpoint_dots_with_no_batch_dims", "everything_saveable",
+                  "nothing_saveable")
+REMAT_CHOICES = ("none", "full", *REMAT_POLICIES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +45,9 @@ class ModelConfig:
     norm_eps: float = 1e-6
     param_dtype: str = "float32"
     compute_dtype: str = "float32"
-    remat: bool = False
+    remat: str = "none"  # none | full (save nothing) | a name in REMAT_POLICIES
+    scan_layers: bool = False
+    loss_chunk: int = 512  # sequence positions per cross-entropy chunk (0: the whole row)
 
     @classmethod
     def from_config(cls, model_cfg) -> ModelConfig:
@@ -45,10 +60,20 @@ class ModelConfig:
         return self.n_layers * per_layer + d + (emb if include_embedding else 0)
 
     def flops_per_token(self, seq_len: int) -> float:
-        """Training FLOPs per token: 6 x non-embedding matmul params + unembedding + attention."""
+        """Training FLOPs per token: 6 x non-embedding matmul params + unembedding + attention
+        (causal: half of the T x T square, as MaxText counts it)."""
         matmul = self.num_params(include_embedding=False) + self.vocab_size * self.d_model
         attention = 2 * self.n_layers * seq_len * self.n_heads * self.head_dim  # QK^T and AV, fwd
         return 6.0 * matmul + 3.0 * attention
+
+
+def remat_policy(name: str):
+    """`jax.checkpoint` policy for `model.remat` (None: save nothing, recompute all)."""
+    if name == "full":
+        return None
+    if name not in REMAT_POLICIES:
+        raise ValueError(f"model.remat must be one of {', '.join(REMAT_CHOICES)}, got {name!r}")
+    return getattr(jax.checkpoint_policies, name)
 
 
 def _param(rngs: nnx.Rngs, shape: tuple[int, ...], axes: tuple[str | None, ...], dtype,
@@ -89,7 +114,8 @@ def rope(x_BxTxNxH: jax.Array, positions_BxT: jax.Array, theta: float) -> jax.Ar
 
 
 class Attention(nnx.Module):
-    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs, constrain: Constrain):
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs, constrain: Constrain,
+                 attend: AttentionFn):
         dt = jnp.dtype(cfg.param_dtype)
         d, h, kv, hd = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
         self.wq = _param(rngs, (d, h, hd), ("embed", "heads", "head_dim"), dt)
@@ -97,10 +123,10 @@ class Attention(nnx.Module):
         self.wv = _param(rngs, (d, kv, hd), ("embed", "kv_heads", "head_dim"), dt)
         out_scale = (h * hd) ** -0.5 / (2 * cfg.n_layers) ** 0.5
         self.wo = _param(rngs, (h, hd, d), ("heads", "head_dim", "embed"), dt, scale=out_scale)
-        self.cfg, self.constrain = cfg, constrain
+        self.cfg, self.constrain, self.attend = cfg, constrain, attend
 
     def __call__(self, x_BxTxD: jax.Array, positions_BxT: jax.Array,
-                 mask_BxTxS: jax.Array | None) -> jax.Array:
+                 prefix: SharedPrefix | None) -> jax.Array:
         ct = jnp.dtype(self.cfg.compute_dtype)
         q = jnp.einsum("btd,dnh->btnh", x_BxTxD, self.wq[...].astype(ct))
         k = jnp.einsum("btd,dkh->btkh", x_BxTxD, self.wk[...].astype(ct))
@@ -109,10 +135,7 @@ class Attention(nnx.Module):
                            ("batch", None, "heads", None))
         k = self.constrain(rope(k, positions_BxT, self.cfg.rope_theta),
                            ("batch", None, "kv_heads", None))
-        if mask_BxTxS is None:
-            out_BxTxNxH = jax.nn.dot_product_attention(q, k, v, is_causal=True)
-        else:  # explicit mask, e.g. probe continuations that must not see each other
-            out_BxTxNxH = jax.nn.dot_product_attention(q, k, v, mask=mask_BxTxS[:, None])
+        out_BxTxNxH = self.attend(q, k, v, prefix)
         return jnp.einsum("btnh,nhd->btd", out_BxTxNxH, self.wo[...].astype(ct))
 
 
@@ -134,38 +157,49 @@ class MLP(nnx.Module):
 
 
 class Block(nnx.Module):
-    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs, constrain: Constrain):
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs, constrain: Constrain,
+                 attend: AttentionFn):
         dt = jnp.dtype(cfg.param_dtype)
         self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps, dt, rngs)
-        self.attn = Attention(cfg, rngs, constrain)
+        self.attn = Attention(cfg, rngs, constrain, attend)
         self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps, dt, rngs)
         self.mlp = MLP(cfg, rngs, constrain)
         self.constrain = constrain
 
-    def __call__(self, x_BxTxD, positions_BxT, mask_BxTxS):
-        x_BxTxD = x_BxTxD + self.attn(self.attn_norm(x_BxTxD), positions_BxT, mask_BxTxS)
+    def __call__(self, x_BxTxD, positions_BxT, prefix):
+        x_BxTxD = x_BxTxD + self.attn(self.attn_norm(x_BxTxD), positions_BxT, prefix)
         x_BxTxD = x_BxTxD + self.mlp(self.mlp_norm(x_BxTxD))
         return self.constrain(x_BxTxD, ("batch", None, "embed"))
 
 
 class Transformer(nnx.Module):
-    """`model(tokens_BxT) -> logits_BxTxV` (float32 logits)."""
+    """`model(tokens_BxT) -> logits_BxTxV` (float32); `model.token_stats(inputs, targets)` ->
+    per-token cross-entropy and argmax-correctness without materializing the logits."""
 
-    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs, constrain: Constrain = _identity):
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs, constrain: Constrain = _identity,
+                 attend: AttentionFn | None = None):
         dt = jnp.dtype(cfg.param_dtype)
+        attend = attend if attend is not None else make_attention("xla")
         self.embed = _param(rngs, (cfg.vocab_size, cfg.d_model), ("vocab", "embed"), dt,
                             scale=cfg.d_model**-0.5)
-        self.blocks = nnx.List([Block(cfg, rngs, constrain) for _ in range(cfg.n_layers)])
+        if cfg.scan_layers:  # one Block whose parameters are stacked on a leading 'layers' axis
+            @nnx.split_rngs(splits=cfg.n_layers)
+            @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
+            def stacked(rngs):
+                return Block(cfg, rngs, constrain, attend)
+
+            self.blocks = stacked(rngs)
+        else:
+            self.blocks = nnx.List([Block(cfg, rngs, constrain, attend)
+                                    for _ in range(cfg.n_layers)])
         self.final_norm = RMSNorm(cfg.d_model, cfg.norm_eps, dt, rngs)
         if not cfg.tie_embeddings:
             self.unembed = _param(rngs, (cfg.d_model, cfg.vocab_size), ("embed", "vocab"), dt)
         self.cfg, self.constrain = cfg, constrain
 
-    def __call__(self, tokens_BxT: jax.Array, positions_BxT: jax.Array | None = None,
-                 mask_BxTxS: jax.Array | None = None,
-                 logits_at_BxK: jax.Array | None = None) -> jax.Array:
-        """Logits [B, T, V], or [B, K, V] at the row positions `logits_at_BxK` only (scoring a
-        few tokens of a long row: the unembedding is then paid for K positions, not T)."""
+    def hidden(self, tokens_BxT: jax.Array, positions_BxT: jax.Array | None = None,
+               prefix: SharedPrefix | None = None) -> jax.Array:
+        """Final-normed hidden states [B, T, D] in the compute dtype."""
         cfg, ct = self.cfg, jnp.dtype(self.cfg.compute_dtype)
         if positions_BxT is None:
             positions_BxT = jnp.broadcast_to(jnp.arange(tokens_BxT.shape[1]), tokens_BxT.shape)
@@ -173,17 +207,50 @@ class Transformer(nnx.Module):
         # reduce-scattered) instead of letting the partitioner replicate activations.
         table_VxD = self.constrain(self.embed[...].astype(ct), ("vocab", None))
         x_BxTxD = self.constrain(table_VxD[tokens_BxT], ("batch", None, "embed"))
-        for block in self.blocks:
-            if cfg.remat:
-                x_BxTxD = nnx.remat(Block.__call__)(block, x_BxTxD, positions_BxT, mask_BxTxS)
-            else:
-                x_BxTxD = block(x_BxTxD, positions_BxT, mask_BxTxS)
+
+        def apply_block(block_graph, block_state, x_BxTxD):
+            return nnx.merge(block_graph, block_state)(x_BxTxD, positions_BxT, prefix)
+
+        if cfg.remat != "none":
+            apply_block = jax.checkpoint(apply_block, policy=remat_policy(cfg.remat),
+                                         static_argnums=(0,), prevent_cse=not cfg.scan_layers)
+        if cfg.scan_layers:
+            block_graph, stacked_state = nnx.split(self.blocks)
+            x_BxTxD, _ = jax.lax.scan(
+                lambda x, layer_state: (apply_block(block_graph, layer_state, x), None),
+                x_BxTxD, stacked_state)
+        else:
+            for block in self.blocks:
+                x_BxTxD = apply_block(*nnx.split(block), x_BxTxD)
+        return self.final_norm(x_BxTxD)
+
+    def unembedding(self) -> jax.Array:
+        """The output projection [D, V] in the compute dtype."""
+        ct = jnp.dtype(self.cfg.compute_dtype)
+        if self.cfg.tie_embeddings:
+            return self.embed[...].astype(ct).T
+        return self.unembed[...].astype(ct)
+
+    def logits(self, x_BxTxD: jax.Array) -> jax.Array:
+        logits_BxTxV = jnp.einsum("btd,dv->btv", x_BxTxD, self.unembedding(),
+                                  preferred_element_type=jnp.float32)
+        return self.constrain(logits_BxTxV, ("batch", None, "vocab"))
+
+    def __call__(self, tokens_BxT: jax.Array, positions_BxT: jax.Array | None = None,
+                 prefix: SharedPrefix | None = None,
+                 logits_at_BxK: jax.Array | None = None) -> jax.Array:
+        """Logits [B, T, V], or [B, K, V] at the row positions `logits_at_BxK` only (scoring a
+        few tokens of a long row: the unembedding is then paid for K positions, not T)."""
+        x_BxTxD = self.hidden(tokens_BxT, positions_BxT, prefix)
         if logits_at_BxK is not None:
             x_BxTxD = jnp.take_along_axis(x_BxTxD, logits_at_BxK[..., None], axis=1)
-        x_BxTxD = self.final_norm(x_BxTxD)
-        if cfg.tie_embeddings:
-            logits_BxTxV = jnp.einsum("btd,vd->btv", x_BxTxD, self.embed[...].astype(ct))
-        else:
-            logits_BxTxV = x_BxTxD @ self.unembed[...].astype(ct)
-        logits_BxTxV = self.constrain(logits_BxTxV, ("batch", None, "vocab"))
-        return logits_BxTxV.astype(jnp.float32)
+        return self.logits(x_BxTxD)
+
+    def token_stats(self, inputs_BxT: jax.Array,
+                    targets_BxT: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(per-token cross-entropy, per-token argmax == target), float32 [B, T], computed
+        `loss_chunk` positions at a time under remat: the forward keeps one chunk's
+        [B, chunk, V] logits, the backward recomputes them chunk by chunk."""
+        x_BxTxD = self.hidden(inputs_BxT)
+        return chunked_token_stats(x_BxTxD, targets_BxT, self.logits, self.cfg.loss_chunk)
+

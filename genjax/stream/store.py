@@ -8,7 +8,8 @@ Layout under the store root (any TensorStore kvstore: a local path, file://, gs:
 Every array carries `dimension_names` and per-array attributes (description, unit, labels), so
 zarr-python and xarray read a run without genjax. Rows are buffered on the host and written as
 chunk-aligned blocks by a background thread: metric arrays first, `step` last, so a reader that
-stops at the first `step` < 0 never sees a row whose metrics are not yet written. A block is
+takes the rows whose stored `step` is >= 0 never sees a row whose metrics are not yet written
+(a row never written, a hole, reads as step -1 and is skipped, not taken as the end). A block is
 also handed off when `flush_every_s` has passed (stretched if writing a block is slow, see
 `flush_interval_s`), so that a live reader is never more than that behind. Arrays grow by
 doubling, in whole chunks (a resize rewrites each array's metadata): while a run writes, rows
@@ -16,7 +17,8 @@ past the last written one read as step -1 and NaN (fill values, not stored); a c
 every array to the rows written.
 
 Writes are not fsync'ed unless `fsync=True`: what a killed process wrote stays (the OS has it),
-a machine crash can lose the rows of the last seconds (a resume then reports the hole).
+a machine crash can lose the rows of the last seconds (the Trainer then resumes from a
+checkpoint before the first missing row and recomputes them: see `first_missing_row`).
 Per-write fsync was most of the cost of many small arrays on local disk.
 """
 
@@ -109,20 +111,16 @@ class TensorStoreSink:
         self.schema = list(schema)
         specs = [_spec_to_json(s) for s in self.schema]
         kv = self._kvstore()
-        existing = kv.read("zarr.json").result()
-        fresh = existing.state != "value"
-        if not fresh:
-            stored = json.loads(existing.value).get("attributes", {}).get("genjax", {})
-            if stored.get("schema") != specs and not self.overwrite:
-                old = {s["name"] for s in stored.get("schema", [])}
-                new = {s["name"] for s in specs}
-                diff = sorted(old ^ new) or ["shapes, dims or labels differ"]
-                raise StreamError(
-                    f"metric store {self.url} holds a different schema ({', '.join(diff[:6])}); "
-                    "set --config.stream.overwrite=True or use a new workdir")
-            if stored.get("schema") != specs:
-                fresh = True
-                start_step = 0
+        state = self._store_state(kv, specs)
+        fresh = state != "same"
+        if state == "other":  # stream.overwrite=True: start a clean store, no stale arrays
+            try:
+                kv.delete_range(ts.KvStore.KeyRange()).result()
+            except ValueError as e:
+                raise StreamError(f"cannot clear metric store {self.url}: {e}") from e
+            self.warning = (f"metric store {self.url} held another schema and was recreated "
+                            "(stream.overwrite=True)" + (f"; it holds rows from step {start_step} "
+                                                         "on" if start_step else ""))
         attrs = {"genjax": {"version": genjax.__version__, "schema": specs,
                             "chunk_steps": self.chunk_steps, **meta}}
         self._write_groups(kv, attrs)
@@ -142,13 +140,13 @@ class TensorStoreSink:
         for name, arr in self.arrays.items():
             if arr.rank == 1 and name != "step":
                 self._scalars_by_dtype.setdefault(arr.dtype.numpy_dtype, []).append(name)
-        have = _valid_rows(self.arrays["step"])
-        if have < start_step:
-            self.warning = (f"metric store {self.url} has rows through step {have - 1} but the "
-                            f"run resumes at step {start_step}: rows {have}..{start_step - 1} "
-                            "are missing (see unwritten_metrics_*.npz in the workdir)")
-            start_step = have
-        self._truncate(start_step)
+        if not fresh:
+            missing = _missing_rows(self.arrays["step"], start_step)
+            if len(missing):  # the Trainer recomputes these first; other callers are told
+                self.warning = (f"metric store {self.url} has no rows for {len(missing)} of "
+                                f"steps {missing[0]}..{missing[-1]} (before step {start_step}, "
+                                "where this run starts writing)")
+        self._truncate(start_step)  # rows >= start_step are rewritten; never below it
         self.written_through = start_step - 1
         self.next_step = start_step
         self._block_start = start_step
@@ -156,6 +154,41 @@ class TensorStoreSink:
         self._handed_off_at = time.monotonic()
         self._thread = threading.Thread(target=self._writer, name="genjax-stream", daemon=True)
         self._thread.start()
+
+    def _store_state(self, kv: ts.KvStore, specs: list[dict]) -> str:
+        """"new" (no store), "same" (this schema) or "other" (another schema, overwrite=True);
+        another schema without `overwrite` is refused."""
+        existing = kv.read("zarr.json").result()
+        if existing.state != "value":
+            return "new"
+        stored = json.loads(existing.value).get("attributes", {}).get("genjax", {})
+        if stored.get("schema") == specs:
+            return "same"
+        if not self.overwrite:
+            old = {s["name"] for s in stored.get("schema", [])}
+            new = {s["name"] for s in specs}
+            diff = sorted(old ^ new) or ["shapes, dims or labels differ"]
+            raise StreamError(
+                f"metric store {self.url} holds a different schema ({', '.join(diff[:6])}); "
+                "set --config.stream.overwrite=True or use a new workdir")
+        return "other"
+
+    def first_missing_row(self, schema: Sequence[MetricSpec], before: int) -> int | None:
+        """The first step < `before` this store has no row for, or None (none missing, or a
+        store that `open` will create or recreate). The Trainer resumes from a checkpoint at or
+        before it, so that the missing rows are recomputed instead of left as a hole."""
+        if before <= 0:
+            return None
+        kv = self._kvstore()
+        if self._store_state(kv, [_spec_to_json(s) for s in schema]) != "same":
+            return None
+        try:
+            step = ts.open({"driver": "zarr3", "kvstore": self.url + "step/"},
+                           context=self._context, open=True).result()
+        except ValueError:
+            return 0
+        missing = _missing_rows(step, before)
+        return int(missing[0]) if len(missing) else None
 
     def _kvstore(self) -> ts.KvStore:
         try:
@@ -317,11 +350,18 @@ class TensorStoreSink:
         return {k: np.concatenate([b[k] for b in self._failed]) for k in self._failed[0]}
 
 
-def _valid_rows(step: ts.TensorStore | np.ndarray) -> int:
-    """Rows written: up to the first `step` < 0 (the fill of rows not yet written)."""
-    steps = step if isinstance(step, np.ndarray) else step.read().result()
-    unwritten = np.flatnonzero(steps < 0)
-    return int(unwritten[0]) if len(unwritten) else len(steps)
+def _written_rows(steps: np.ndarray) -> np.ndarray:
+    """Indices of the rows written: stored `step` >= 0. Rows not yet written, and holes (rows
+    never written), hold the fill -1 and are skipped; row i holds step i."""
+    return np.flatnonzero(steps >= 0)
+
+
+def _missing_rows(step: ts.TensorStore, before: int) -> np.ndarray:
+    """Steps < `before` that have no row."""
+    n = min(before, step.shape[0])
+    have = np.zeros(before, bool)
+    have[_written_rows(step[:n].read().result())] = True
+    return np.flatnonzero(~have)
 
 
 @dataclasses.dataclass
@@ -365,7 +405,8 @@ class Run:
 
 
 def read(path: str | pathlib.Path) -> Run:
-    """Reads the whole stream: rows [0, len(step)); rows being written are not included."""
+    """Reads the whole stream: every row written, by its stored step (holes and rows being
+    written are skipped)."""
     url = kvstore_url(path)
     try:
         kv = ts.KvStore.open(url).result()
@@ -391,16 +432,16 @@ def _read_arrays(url: str, attrs: dict[str, Any]) -> Run:
     open_ro = lambda name: ts.open({"driver": "zarr3", "kvstore": url + name + "/",
                                     "recheck_cached_metadata": True}, open=True).result()
     steps = open_ro("step").read().result()
-    n = _valid_rows(steps)
-    steps = steps[:n]
+    rows = _written_rows(steps)
+    n = int(rows[-1]) + 1 if len(rows) else 0
+    dense = len(rows) == n  # no hole: plain slices, no gather
+    steps = steps[rows]
+    take = lambda name: (lambda v: v if dense else v[rows])(open_ro(name)[:n].read().result())
     metrics = {}
     for spec in attrs["schema"]:
-        arr = open_ro(spec["name"])
-        values = arr[: min(n, arr.shape[0])].read().result()
-        metrics[spec["name"]] = Series(values, tuple(spec["dims"]), spec["labels"],
+        metrics[spec["name"]] = Series(take(spec["name"]), tuple(spec["dims"]), spec["labels"],
                                        spec["description"], spec["unit"])
-    tokens = open_ro("tokens_seen")[:n].read().result()
-    return Run(steps, tokens, metrics, attrs)
+    return Run(steps, take("tokens_seen"), metrics, attrs)
 
 
 def follow(path: str | pathlib.Path, interval_s: float = 1.0, timeout_s: float | None = None):

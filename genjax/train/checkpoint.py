@@ -1,16 +1,35 @@
-"""Orbax checkpoints of the train state and the data position, with automatic resume."""
+"""Orbax checkpoints of the train state and the data position, with automatic resume.
+
+A checkpoint is only visible once orbax has committed it (it writes into a temporary directory
+and renames it), so a process killed mid-save leaves the previous checkpoints restorable. A
+committed checkpoint can still be damaged later (a truncated file, a disk error):
+`restore_latest` then moves it aside to `corrupt_checkpoints/` beside the checkpoint directory
+and falls back to the newest one that restores, saying which.
+"""
 
 from __future__ import annotations
 
 import pathlib
+import shutil
+from collections.abc import Callable
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 
+class CheckpointError(RuntimeError):
+    """No checkpoint in the directory can be restored."""
+
+
 class Checkpointer:
-    """Saves `TrainState` plus a JSON data position every `every` steps; keeps `keep`."""
+    """Saves `TrainState` plus a JSON data position; keeps the newest `keep`.
+
+    The caller decides when to save (every `every` steps, on request, at the end); every save
+    is forced, since orbax's own interval check refuses any other step and any step at or
+    below the newest one, e.g. when a resume recomputes missing metric rows from an older one.
+    """
 
     def __init__(self, directory: str | pathlib.Path, every: int, keep: int,
                  async_save: bool = True):
@@ -35,12 +54,64 @@ class Checkpointer:
             state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
         return restored.state, dict(restored.data)
 
-    def save(self, step: int, state: Any, data_position: dict, force: bool = False) -> bool:
+    def restore_latest(self, abstract_state: Any, at_most: int | None = None,
+                       warn: Callable[[str], None] = print) -> tuple[Any, dict, int] | None:
+        """The newest checkpoint (with step <= `at_most`) that restores, as (state, data
+        position, step); None when there is none. Newer ones that fail to restore while an
+        older one restores are damaged: they are moved aside and `warn` names both. When every
+        candidate fails (a config that does not fit them, say) nothing is moved and the newest
+        one's error is raised as a CheckpointError."""
+        steps = sorted((s for s in self.all_steps() if at_most is None or s <= at_most),
+                       reverse=True)
+        failed: list[tuple[int, BaseException]] = []
+        for step in steps:
+            error = None
+            try:
+                state, position = self.restore(abstract_state, step)
+            except Exception as e:  # noqa: BLE001 - orbax and tensorstore raise many kinds
+                error = e
+            if _all_processes(error is None):
+                break
+            failed.append((step, error or CheckpointError("not restorable on another process")))
+        else:
+            if not failed:
+                return None
+            step, error = failed[0]
+            raise CheckpointError(f"cannot restore the checkpoint at step {step} in "
+                                  f"{self.directory}: {_one_line(error)}") from error
+        if failed:
+            moved = self._move_aside([s for s, _ in failed])
+            bad = ", ".join(f"step {s} ({_one_line(e, 120)})" for s, e in failed)
+            warn(f"warning: checkpoint {bad} in {self.directory} cannot be restored; moved to "
+                 f"{moved}; resuming from the checkpoint at step {step}")
+        return state, position, step
+
+    def _move_aside(self, steps: list[int]) -> pathlib.Path:
+        """Damaged checkpoints to `corrupt_checkpoints/<step>` (kept for inspection)."""
+        target = self.directory.parent / "corrupt_checkpoints"
+        if jax.process_index() == 0:
+            target.mkdir(parents=True, exist_ok=True)
+            for step in steps:
+                dest, n = target / str(step), 1
+                while dest.exists():
+                    dest, n = target / f"{step}.{n}", n + 1
+                shutil.move(str(self.directory / str(step)), str(dest))
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("genjax: damaged checkpoints moved")
+        self.manager.reload()
+        return target
+
+    def save(self, step: int, state: Any, data_position: dict, force: bool = True) -> bool:
+        """Saves unless a checkpoint of `step` exists (False then); always forced (see the
+        class docstring), `force` is kept for callers that pass it."""
+        del force
         if step in self.manager.all_steps():
             return False
         return self.manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_position)),
-            force=force)
+            force=True)
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
@@ -52,3 +123,17 @@ class Checkpointer:
 def abstract_like(tree: Any, shardings: Any) -> Any:
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                         tree, shardings)
+
+
+def _one_line(error: BaseException, limit: int = 300) -> str:
+    text = " ".join(f"{type(error).__name__}: {error}".split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _all_processes(ok: bool) -> bool:
+    """True when `ok` holds on every process (one host sync; used only while resuming)."""
+    if jax.process_count() == 1:
+        return ok
+    from jax.experimental import multihost_utils
+
+    return bool(np.all(multihost_utils.process_allgather(np.int32(ok))))

@@ -15,15 +15,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from genjax.hooks.base import (
-    ApplyFn,
-    Hook,
-    MetricSpec,
-    StepContext,
-    next_token_stats,
-    run_hooks,
-)
+from genjax import batching
+from genjax.hooks.base import ApplyFn, Hook, MetricSpec, StepContext, run_hooks
+from genjax.model import token_stats
 
+# (logits_BxTxV, targets_BxT) -> (per-token loss, per-token correctness)
 LossFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 
 
@@ -43,6 +39,8 @@ TRAIN_SCHEMA = (
     MetricSpec("train/lr", description="learning rate used by this step's update"),
     MetricSpec("train/tokens", description="loss tokens in this step's global batch",
                unit="tokens"),
+    MetricSpec("train/nonfinite", description="1 when this step's loss or gradient norm is not "
+               "finite (with train.on_nonfinite=skip its update was not applied), else 0"),
 )
 
 
@@ -53,14 +51,19 @@ def init_state(params: Any, tx: optax.GradientTransformation, seed: int) -> Trai
 
 def make_train_step(apply_fn: ApplyFn, tx: optax.GradientTransformation,
                     schedule: optax.Schedule, hooks: Sequence[Hook] = (), grad_accum: int = 1,
-                    loss_fn: LossFn = next_token_stats):
-    """Builds the pure step. Model, optimizer, loss and hooks are all arguments."""
+                    loss_fn: LossFn | None = None, skip_nonfinite: bool = False):
+    """Builds the pure step. Model, optimizer, loss and hooks are all arguments; without a
+    `loss_fn` the model's own cross-entropy is used (chunked for genjax's transformer)."""
+
+    def per_token(params, batch):
+        if loss_fn is None:
+            return token_stats(apply_fn, params, batch["inputs"], batch["targets"])
+        return loss_fn(apply_fn(params, batch["inputs"]), batch["targets"])
 
     def mean_loss(params, batch, num_tokens):
         """This (micro-)batch's loss summed over its tokens, over the whole batch's count: the
         gradient comes out already averaged, and micro-batch gradients simply add up."""
-        logits_BxTxV = apply_fn(params, batch["inputs"])
-        token_loss_BxT, token_correct_BxT = loss_fn(logits_BxTxV, batch["targets"])
+        token_loss_BxT, token_correct_BxT = per_token(params, batch)
         loss = jnp.sum(token_loss_BxT * batch["loss_mask"]) / num_tokens
         return loss, (token_loss_BxT, token_correct_BxT)
 
@@ -71,21 +74,15 @@ def make_train_step(apply_fn: ApplyFn, tx: optax.GradientTransformation,
             (loss, aux), grads = grad_fn(params, batch, num_tokens)
             return loss, grads, aux
 
-        def split(x):  # [B, ...] -> [A, B/A, ...]; micro-batch a takes rows a, a+A, ...
-            return jnp.swapaxes(x.reshape(x.shape[0] // grad_accum, grad_accum, *x.shape[1:]),
-                                0, 1)
-
-        def merge(x):
-            return jnp.swapaxes(x, 0, 1).reshape(-1, *x.shape[2:])
-
         def body(acc, micro):
             (loss, aux), grads = grad_fn(params, micro, num_tokens)
             acc = jax.tree.map(jnp.add, acc, (loss, grads))
             return acc, aux
 
         zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
-        (loss, grads), aux = jax.lax.scan(body, zeros, jax.tree.map(split, batch))
-        return loss, grads, jax.tree.map(merge, aux)
+        micro = jax.tree.map(lambda x: batching.split(x, grad_accum), batch)
+        (loss, grads), aux = jax.lax.scan(body, zeros, micro)
+        return loss, grads, jax.tree.map(batching.merge, aux)
 
     def train_step(state: TrainState, batch: dict[str, jax.Array], hook_data: Sequence[Any]):
         num_tokens = jnp.sum(batch["loss_mask"])
@@ -93,9 +90,15 @@ def make_train_step(apply_fn: ApplyFn, tx: optax.GradientTransformation,
             state.params, batch, jnp.maximum(num_tokens, 1.0))
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        grad_norm = optax.global_norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)  # checked by the host one step late
+        if skip_nonfinite:  # keep the old params and optimizer state: the update is not applied
+            params, opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
+                                             (params, opt_state), (state.params, state.opt_state))
         metrics = {
             "train/loss": loss,
-            "train/grad_norm": optax.global_norm(grads),
+            "train/grad_norm": grad_norm,
+            "train/nonfinite": jnp.where(finite, 0.0, 1.0).astype(jnp.float32),
             "train/lr": jnp.asarray(schedule(state.step), jnp.float32),
             "train/tokens": num_tokens,
         }
