@@ -85,7 +85,7 @@ def set_probe_items(config, data: Data, items: int) -> None:
 def eval_forward_flops(program: TrainProgram) -> tuple[float, int]:
     """(analytic forward FLOPs, tokens) of every hook's eval rows ("inputs" or "tokens")."""
     flops, tokens = 0.0, 0
-    for data in program.hook_host_data:
+    for data in program.monitor.host_data:
         rows = data.get("inputs", data.get("tokens")) if isinstance(data, dict) else None
         if rows is not None:
             n, t = np.shape(rows)

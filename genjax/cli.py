@@ -18,7 +18,7 @@ commands:
   metrics  WORKDIR [--csv FILE] [--follow]                         latest value of each metric
   analyze  WORKDIR [--beta B] [--smooth W] [--min_regime_steps N]  mode analysis -> WORKDIR/analysis
   compile  --config FILE --topology v5e:4x4 [--num_slices N]       compile for a TPU slice on CPU
-  config   show FILE [--config.KEY=VALUE ...]                      every key: value, default, meaning
+  config   show FILE [--config.KEY=VALUE ...]                      each key: value, default, meaning
 
 every command: --verbose prints the traceback of an error too
 """
@@ -76,7 +76,9 @@ def _flags(argv: list[str], define, positional: int = 0,
         raise CliError(_unknown_override(config, argv) or "bad config override: " +
                        " ".join(str(detail).split())) from e
     if len(rest) - 1 != positional:
-        raise CliError(f"expected {positional} positional argument(s), got {rest[1:]}")
+        usage = COMMAND_USAGE.get(argv[0].split()[-1], "").split("\n")[0]
+        raise CliError(f"expected {positional} positional argument(s), got {rest[1:]}"
+                       + (f" (usage: {usage})" if usage else ""))
     if asked:  # --helpfull with a config: the flags, then every key of the resolved config
         from genjax.config import describe
 

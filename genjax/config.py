@@ -22,6 +22,7 @@ class ConfigError(ValueError):
 
 
 def base_config() -> ConfigDict:
+    """Every key genjax understands with its default: experiment files start from this."""
     c = ConfigDict()
     c.seed = 0
     c.model = ConfigDict(

@@ -21,6 +21,8 @@ from genjax.stream.store import Run
 
 @dataclasses.dataclass(frozen=True)
 class AnalysisOptions:
+    """Settings of the mode analysis (`genjax analyze` flags, `config.analysis`)."""
+
     beta: float = DEFAULT_BETA  # change-point penalty, in units of sigma^2 log(n)
     smooth_window: int = 1
     n_boot: int = 1000

@@ -34,8 +34,11 @@ def _save(fig: Figure, path: pathlib.Path) -> str:
 def plot_losses(run: Run, result: dict, out: pathlib.Path) -> str | None:
     panels = [n for n in ("train_domains/loss", "heldout/loss", "heldout/accuracy",
                           "gap/loss", "memorization/gap") if n in run.metrics]
+    if not panels:  # a stream written by other code: its own series (up to four)
+        panels = [n for n in ("train/loss", *run.metrics) if n in run.metrics
+                  and run.metrics[n].values.ndim <= 2][:4]
     if not panels:
-        panels = ["train/loss"]
+        return None
     fig = Figure(figsize=(6.5, 2.4 * len(panels)))
     for i, name in enumerate(panels):
         ax = fig.add_subplot(len(panels), 1, i + 1)
@@ -160,6 +163,7 @@ def write_report(run: Run, out: pathlib.Path, checkpoints: list[int] = (),
 
 
 def analyze_workdir(workdir: str, opts: AnalysisOptions | None = None) -> pathlib.Path:
+    """`genjax analyze`: reads WORKDIR's metric store, writes WORKDIR/analysis/."""
     path = pathlib.Path(workdir)
     run = read(store_path(workdir))
     if len(run) < 2:

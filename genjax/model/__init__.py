@@ -14,6 +14,6 @@ from genjax.model.lm import (
 )
 from genjax.model.transformer import ModelConfig, Transformer
 
-__all__ = ["ApplyFn", "AttentionFn", "LanguageModel", "ModelConfig", "SharedPrefix",
-           "Transformer", "abstract_model", "from_linen", "from_nnx", "init_model",
-           "make_apply", "make_attention", "token_stats", "transformer"]
+__all__ = ["LanguageModel", "ModelConfig", "SharedPrefix", "Transformer", "abstract_model",
+           "from_linen", "from_nnx", "init_model", "make_apply", "make_attention",
+           "token_stats", "transformer"]

@@ -111,15 +111,20 @@ def from_nnx(make_module: Callable[[nnx.Rngs], nnx.Module],
     sharded by the config's rules. `supports`: the optional `apply` arguments its `__call__`
     takes (as keywords `positions_BxT`, `prefix`, `logits_at_BxK`)."""
     supports = frozenset(supports)
-    graphdef, _ = nnx.split(nnx.eval_shape(lambda: make_module(nnx.Rngs(params=0))))
+
+    def build(seed):  # sharding comes from the trainer's jit, not from eager placement
+        with nnx.use_eager_sharding(False):
+            return nnx.split(make_module(nnx.Rngs(params=seed)))
+
+    graphdef, _ = jax.eval_shape(lambda: build(0))
 
     def apply(params, tokens_BxT, positions_BxT=None, prefix=None, logits_at_BxK=None):
         module = nnx.merge(graphdef, params)
         extra = {"positions_BxT": positions_BxT, "prefix": prefix, "logits_at_BxK": logits_at_BxK}
         return module(tokens_BxT, **{k: v for k, v in extra.items() if v is not None})
 
-    return LanguageModel(init=lambda seed: nnx.split(make_module(nnx.Rngs(params=seed)))[1],
-                         apply=apply, flops_per_token=flops_per_token, supports=supports)
+    return LanguageModel(init=lambda seed: build(seed)[1], apply=apply,
+                         flops_per_token=flops_per_token, supports=supports)
 
 
 def from_linen(module, seq_len: int,

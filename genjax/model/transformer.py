@@ -33,6 +33,8 @@ REMAT_CHOICES = ("none", "full", *REMAT_POLICIES)
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
+    """The transformer's shape and numerics (`config.model`)."""
+
     vocab_size: int
     d_model: int
     n_layers: int

@@ -7,7 +7,13 @@ model (`cost_analysis`: FLOPs, HBM bytes accessed, `optimal_seconds`). The step 
 twice, with and without the config's hooks, so the difference is what monitoring costs.
 
 Cost-model figures are estimates, and labelled so: they leave out most communication and all
-host time, and count a loop's body once (`train.grad_accum > 1`). On larger slices the
+host time. XLA's cost model counts a loop's body once (scanned layers, the chunked
+cross-entropy, hook micro-batches, `train.grad_accum`), so the estimates come from the same step
+compiled with every loop unrolled (`model.scan_layers=False`, each `lax.scan` / `lax.map` traced
+with `unroll=True`: `unrolled_loops`); memory and compile time come from the program that runs.
+It also gives Pallas kernels (splash attention: `tpu_custom_call`s) no FLOPs and no time: their
+FLOPs are counted analytically from the kernel calls in the compiled HLO (`splash_kernel_cost`)
+and their time added at an assumed fraction of peak (`kernel_efficiency`). On larger slices the
 compiled per-chip FLOPs also miss matmuls that XLA splits into collective pieces (measured:
 a sharded MLP counts 1.00x its matmul FLOPs on v5e:2x2, 0.71x on v5e:4x4), so FLOPs are also
 counted on the whole unpartitioned step (lowered for one CPU device, never compiled); hook
@@ -17,7 +23,9 @@ an even split of it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import importlib.util
 import json
 import math
@@ -213,6 +221,128 @@ def mesh_devices(config, topology: Topology, devices: Sequence) -> list:
 
 
 # ------------------------------------------------------------------------------ measuring
+DEFAULT_KERNEL_EFFICIENCY = 0.5  # assumed fraction of peak for Pallas kernels: not a measurement
+
+# Matmuls in each splash kernel (jax.experimental.pallas.ops.tpu.splash_attention, separate dq
+# and dkv backward kernels), each 2 * T_q * T_kv * head_dim FLOPs per row and query head over
+# the mask's visible part: fwd QK^T, PV; dq recomputes QK^T, then dO V^T, dS K; dkv recomputes
+# QK^T, then P^T dO, dO V^T, dS^T Q. A forward that remat recomputes is one more fwd call.
+SPLASH_MATMULS = {"fwd": 2, "dq": 3, "dkv": 4}
+_CUSTOM_CALL = re.compile(r'^\s*(?:ROOT )?%(\S+) = .*custom_call_target="tpu_custom_call"', re.M)
+_SPLASH_NAME = re.compile(r"splash_mha_(fwd|dq|dkv)")
+_FLOAT_SHAPE = re.compile(r"\b(?:bf16|f16|f32)\[([\d,]+)\]")
+
+
+@dataclasses.dataclass
+class KernelCost:
+    """Pallas kernels in a compiled program, which XLA's cost model gives no FLOPs or time."""
+
+    calls: dict[str, int] = dataclasses.field(default_factory=dict)  # splash calls by kind
+    flops: float = 0.0  # per chip, analytic, over each mask's visible part (causal: ~half)
+    block_flops: float = 0.0  # the same over the whole blocks the kernels compute
+    other_calls: int = 0  # tpu_custom_calls that are not splash kernels: not accounted
+
+    @property
+    def splash_calls(self) -> int:
+        return sum(self.calls.values())
+
+
+def mask_fractions(t: int, answer_len: int | None = None) -> tuple[float, float]:
+    """(visible fraction of the T x T square, fraction of its blocks that splash computes) of
+    the causal mask, or of the probes' SharedPrefix mask when `answer_len` is given."""
+    from genjax.model.attention import shared_prefix_mask, splash_block
+
+    mask = (np.tril(np.ones((t, t), np.bool_)) if answer_len is None
+            else shared_prefix_mask(t, answer_len))
+    b = splash_block(t)
+    blocks = mask.reshape(t // b, b, t // b, b).any(axis=(1, 3))
+    return float(mask.mean()), float(blocks.mean())
+
+
+def splash_kernel_cost(hlo_text: str, probe_answer_len: dict[int, int] | None = None
+                       ) -> KernelCost:
+    """Analytic FLOPs of the splash kernel calls in a compiled TPU program's HLO text (counted
+    once per call site: compile with loops unrolled). Shapes come from each call's operand
+    layouts, q [B, N, T_q, H] then k [B, K, T_kv, H]; segmented calls (segment ids) are the
+    probes' SharedPrefix mask, whose answer length `probe_answer_len` gives by row length
+    (causal when it does not say), the others are causal."""
+    cost = KernelCost()
+    for m in _CUSTOM_CALL.finditer(hlo_text):
+        kind = _SPLASH_NAME.match(m.group(1))
+        line = hlo_text[m.start():hlo_text.find("\n", m.start())]
+        if kind is None:
+            cost.other_calls += 1
+            continue
+        operands = line.split("operand_layout_constraints={", 1)
+        shapes = [tuple(int(d) for d in s.split(","))
+                  for s in _FLOAT_SHAPE.findall(operands[1] if len(operands) > 1 else "")]
+        shapes = [s for s in shapes if len(s) >= 3]
+        if len(shapes) < 2:
+            cost.other_calls += 1
+            continue
+        (*lead, n, tq, h), (*_, tk, _) = shapes[0], shapes[1]
+        answer_len = (probe_answer_len or {}).get(tq) if "segmented" in m.group(1) else None
+        visible, blocks = mask_fractions(tq, answer_len) if tq == tk else (1.0, 1.0)
+        full = SPLASH_MATMULS[kind.group(1)] * 2.0 * math.prod(lead) * n * tq * tk * h
+        cost.calls[kind.group(1)] = cost.calls.get(kind.group(1), 0) + 1
+        cost.flops += full * visible
+        cost.block_flops += full * blocks
+    return cost
+
+
+def _probe_answer_lens(hooks: Sequence[Any]) -> dict[int, int]:
+    """Row length -> answer slot length of the hooks' SharedPrefix rows (the probe hooks')."""
+    out = {}
+    for hook in hooks:
+        data = hook.data()
+        if isinstance(data, dict) and {"segment", "predictor"} <= data.keys():
+            out[np.shape(data["segment"])[1]] = np.shape(data["predictor"])[1] // 2
+    return out
+
+
+@contextlib.contextmanager
+def unrolled_loops():
+    """While tracing: every `jax.lax.scan` fully unrolled and `jax.lax.map` run as one, so the
+    compiled program has no while loop whose body XLA's cost model would count once."""
+    import jax
+
+    scan, lax_map = jax.lax.scan, jax.lax.map
+
+    @functools.wraps(scan)
+    def unrolled_scan(f, init, xs=None, length=None, **kwargs):
+        kwargs["unroll"] = True
+        return scan(f, init, xs, length, **kwargs)
+
+    @functools.wraps(lax_map)
+    def unrolled_map(f, xs, *, batch_size=None):
+        if batch_size is not None:
+            return lax_map(f, xs, batch_size=batch_size)
+        return unrolled_scan(lambda carry, x: (carry, f(x)), (), xs)[1]
+
+    jax.lax.scan, jax.lax.map = unrolled_scan, unrolled_map
+    try:
+        yield
+    finally:
+        jax.lax.scan, jax.lax.map = scan, lax_map
+
+
+def estimate_config(config):
+    """The config whose step, compiled under `unrolled_loops`, gives the estimates: the same
+    step with a Python loop over layers (each block's remat keeps `prevent_cse`)."""
+    est = config.copy_and_resolve_references()
+    est.model.scan_layers = False
+    return est
+
+
+def _attention_standin(q, k, v, prefix=None):
+    """Attention's shapes and gradient paths at ~no FLOPs: where the TPU program runs splash
+    kernels, the CPU count leaves them out and `splash_kernel_cost` adds them."""
+    del prefix
+    import jax.numpy as jnp
+
+    return q + jnp.repeat(k + v, q.shape[2] // k.shape[2], axis=2)
+
+
 def bytes_per_chip(tree: Any) -> int:
     """Bytes one chip holds of a pytree of sharded `ShapeDtypeStruct`s: its own shard of each."""
     import jax
@@ -234,6 +364,9 @@ class ProgramCost:
     bytes_accessed: float
     est_compiler_seconds: float | None  # XLA's `optimal_seconds`, when it reports one
     compile_seconds: float
+    kernels: KernelCost = dataclasses.field(default_factory=lambda: KernelCost())
+    loops: int = 0  # while loops in the compiled HLO (each body counted once by the cost model)
+    unrolled: bool = False  # compiled under `unrolled_loops` (for the estimates)
 
     @property
     def total_bytes(self) -> int:
@@ -251,13 +384,18 @@ def _hbm_exhausted(message: str) -> tuple[str, str] | None:
     return (m.group(1), m.group(2)) if m else ("more", "what is")
 
 
-def compile_program(program, topology: Topology) -> ProgramCost:
-    """Compiles `program.step_fn` from abstract arguments; per-chip memory and cost."""
+def compile_program(program, topology: Topology, unrolled: bool = False,
+                    hlo_out: list | None = None) -> ProgramCost:
+    """Compiles `program.step_fn` from abstract arguments; per-chip memory and cost, and the
+    splash kernels in its HLO. `unrolled`: traced under `unrolled_loops` (for the estimates);
+    `hlo_out`: a list that receives the compiled HLO text."""
     import jax
 
     start = time.perf_counter()
     try:
-        compiled = program.step_fn.lower(*program.abstract_args()).compile()
+        with unrolled_loops() if unrolled else contextlib.nullcontext():
+            lowered = program.step_fn.lower(*program.abstract_args())
+        compiled = lowered.compile()
     except jax.errors.JaxRuntimeError as e:
         hbm = _hbm_exhausted(str(e))
         if hbm is None:
@@ -271,31 +409,52 @@ def compile_program(program, topology: Topology) -> ProgramCost:
     mem = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     optimal = cost.get("optimal_seconds")
+    hlo = compiled.as_text()
+    if hlo_out is not None:
+        hlo_out.append(hlo)
     return ProgramCost(
         argument_bytes=int(mem.argument_size_in_bytes), output_bytes=int(mem.output_size_in_bytes),
         alias_bytes=int(mem.alias_size_in_bytes), temp_bytes=int(mem.temp_size_in_bytes),
         code_bytes=int(mem.generated_code_size_in_bytes), flops=float(cost.get("flops", 0.0)),
         bytes_accessed=float(cost.get("bytes accessed", 0.0)),
         est_compiler_seconds=float(optimal) if optimal and optimal > 0 else None,
-        compile_seconds=seconds)
+        compile_seconds=seconds,
+        kernels=splash_kernel_cost(hlo, _probe_answer_lens(program.hooks)),
+        loops=len(re.findall(r" while\(", hlo)), unrolled=unrolled)
 
 
-def whole_program_flops(config, data, hooks: Sequence[Any]) -> float | None:
+def whole_program_flops(config, data, hooks: Sequence[Any],
+                        kernels_as_standin: bool = False) -> float | None:
     """XLA's FLOP count of the whole, unpartitioned step, hooks included: the same program
-    lowered (not compiled) for one CPU device, where sharding is a no-op. It counts every
-    matmul once, however the TPU compiler later splits it; None if the backend cannot say."""
+    lowered (not compiled) for one CPU device, where sharding is a no-op, with every loop
+    unrolled (`estimate_config`, `unrolled_loops`: a loop body would count once). It counts
+    every matmul once, however the TPU compiler later splits it; None if the backend cannot
+    say. `kernels_as_standin`: attention is a FLOP-free stand-in with the same shapes and
+    gradient paths, for a TPU program whose attention runs in splash kernels (add their
+    FLOPs, `splash_kernel_cost`, to this count)."""
     import jax
 
+    from genjax.model import attention
     from genjax.train.trainer import TrainProgram
 
     try:
         cpu = jax.devices("cpu")[:1]
     except RuntimeError:  # JAX_PLATFORMS without cpu
         return None
-    single = config.copy_and_resolve_references()
+    single = estimate_config(config)
     single.mesh.update(data=1, fsdp=1, tensor=1)
-    program = TrainProgram(single, data=data, hooks=hooks, devices=cpu)
-    cost = program.step_fn.lower(*program.abstract_args()).cost_analysis()
+    if kernels_as_standin:
+        single.model.attention = "xla"
+    make = attention.make_attention
+    if kernels_as_standin:
+        attention.make_attention = lambda *args, **kwargs: _attention_standin
+    try:
+        program = TrainProgram(single, data=data, hooks=hooks, devices=cpu)
+    finally:
+        attention.make_attention = make
+    with unrolled_loops():
+        lowered = program.step_fn.lower(*program.abstract_args())
+    cost = lowered.cost_analysis()
     return float(cost["flops"]) if cost and "flops" in cost else None
 
 
@@ -306,27 +465,53 @@ def _share(with_hooks: float | None, without: float | None) -> float | None:
 
 
 def _cost_section(cost: ProgramCost, whole_flops: float | None, chips: int, peak: float,
-                  bandwidth: float, model_flops: float, compiler_time: bool) -> dict[str, Any]:
-    """Per-chip estimates of one program; `compiler_time`: use XLA's `optimal_seconds` (only
-    when every compared program has one, so that time shares compare like with like)."""
-    even = whole_flops / chips if whole_flops is not None else None
-    flops = max(cost.flops, even or 0.0)  # the compiled count can miss split matmuls
-    roofline = max(flops / peak, cost.bytes_accessed / bandwidth)
-    est = cost.est_compiler_seconds if compiler_time else roofline
+                  bandwidth: float, model_flops: float, compiler_time: bool,
+                  est: ProgramCost | None = None,
+                  kernel_efficiency: float = DEFAULT_KERNEL_EFFICIENCY) -> dict[str, Any]:
+    """Per-chip estimates of one program: memory and compile time from `cost` (the program
+    that runs), FLOPs, bytes and time from `est` (the same step with its loops unrolled;
+    default `cost`). `whole_flops`: XLA's count of the unpartitioned step without the splash
+    kernels, whose analytic FLOPs (`est.kernels`) are added, their time at `kernel_efficiency`
+    of peak. `compiler_time`: use XLA's `optimal_seconds` for the rest (only when every
+    compared program has one, so that time shares compare like with like)."""
+    est = est or cost
+    kernels = est.kernels
+    whole = whole_flops + kernels.flops * chips if whole_flops is not None else None
+    even_xla = whole_flops / chips if whole_flops is not None else None
+    xla_flops = max(est.flops, even_xla or 0.0)  # the compiled count can miss split matmuls
+    xla_roofline = max(xla_flops / peak, est.bytes_accessed / bandwidth)
+    kernel_seconds = kernels.flops / (kernel_efficiency * peak)
+    xla_seconds = est.est_compiler_seconds if compiler_time else xla_roofline
+    est_seconds = xla_seconds + kernel_seconds
     source = ("XLA cost model (optimal_seconds)" if compiler_time
               else "roofline max(FLOPs / peak, bytes accessed / HBM bandwidth), FLOPs the "
                    "larger of the compiled count and the whole program's split evenly")
+    if kernels.splash_calls:
+        source += (f" + splash kernels' analytic FLOPs at {kernel_efficiency:.0%} of peak "
+                   f"(assumed)")
     return {
-        "est_flops_per_chip": cost.flops,
-        "est_program_flops_per_chip": even,
-        "est_program_flops_vs_model": whole_flops / model_flops if whole_flops else None,
-        "est_bytes_accessed_per_chip": cost.bytes_accessed,
-        "est_step_seconds": est,
+        "est_flops_per_chip": est.flops + kernels.flops,
+        "est_program_flops_per_chip": whole / chips if whole is not None else None,
+        "est_program_flops_vs_model": whole / model_flops if whole else None,
+        "est_kernel_flops_per_chip": kernels.flops,
+        "est_kernel_block_flops_per_chip": kernels.block_flops,
+        "splash_kernel_calls": dict(kernels.calls),
+        "other_custom_calls": kernels.other_calls,
+        "est_bytes_accessed_per_chip": est.bytes_accessed,
+        "est_step_seconds": est_seconds,
         "est_step_seconds_source": source,
-        "est_roofline_seconds": roofline,
-        "est_mfu": model_flops / chips / (est * peak) if est > 0 else None,
+        "est_xla_seconds": xla_seconds,
+        "est_kernel_seconds": kernel_seconds,
+        "est_roofline_seconds": xla_roofline + kernel_seconds,
+        "est_mfu": (model_flops / chips / (est_seconds * peak) if est_seconds and est_seconds > 0
+                    else None),
         "peak_memory_bytes_per_chip": cost.total_bytes,
         "compile_seconds": round(cost.compile_seconds, 2),
+        "estimate_compiled_unrolled": est.unrolled,
+        "estimate_compile_seconds": round(est.compile_seconds, 2) if est is not cost else None,
+        "loops_in_program": cost.loops,
+        "program_xla_flops_per_chip": cost.flops,  # the running program: loop bodies once
+        "loops_in_estimate": est.loops,
     }
 
 
@@ -342,6 +527,8 @@ def _hook_shares(hooks: Sequence[Any], sections: dict[str, dict[str, Any]]) -> d
         "est_bytes_accessed_share": _share(w["est_bytes_accessed_per_chip"],
                                            wo.get("est_bytes_accessed_per_chip")),
         "est_step_time_share": _share(w["est_step_seconds"], wo.get("est_step_seconds")),
+        "memory_share": _share(w["peak_memory_bytes_per_chip"],
+                               wo.get("peak_memory_bytes_per_chip")),
     }
 
 
@@ -350,10 +537,36 @@ def _notes(config, sections: dict[str, dict[str, Any]],
     """Caveats that apply to this report's estimates."""
     notes = ["est_*: XLA's cost model, not a measurement: it leaves out most inter-chip "
              "communication and all host time"]
-    if config.train.grad_accum > 1:
-        notes.append(f"train.grad_accum={config.train.grad_accum} runs a loop whose body the "
-                     f"cost model counts once: the train part of FLOPs, bytes and time is about "
-                     f"1/{config.train.grad_accum} of the real figure")
+    w = sections["with_hooks"]
+    if w.get("estimate_compiled_unrolled"):
+        notes.append(f"loops: the program that runs has {w['loops_in_program']} while loops "
+                     f"(scanned layers, loss chunks, hook micro-batches, grad_accum), whose "
+                     f"bodies XLA's cost model counts once; FLOPs, bytes and time come from the "
+                     f"same step compiled with every loop unrolled (model.scan_layers=False, "
+                     f"lax.scan/lax.map unrolled; {w['loops_in_estimate']} loops left), memory "
+                     f"and compile time from the program that runs")
+    elif w.get("loops_in_program"):
+        notes.append(f"loops: the program has {w['loops_in_program']} while loops whose bodies "
+                     f"XLA's cost model counts once, and no unrolled estimate was compiled: "
+                     f"FLOPs, bytes and time are undercounted")
+    if w.get("splash_kernel_calls") or w.get("other_custom_calls"):
+        k, ratio = w["splash_kernel_calls"], None
+        if w["est_kernel_flops_per_chip"]:
+            ratio = w["est_kernel_block_flops_per_chip"] / w["est_kernel_flops_per_chip"]
+        calls = ", ".join(f"{n} {kind}" for kind, n in sorted(k.items())) or "none"
+        notes.append(f"kernels: {sum(k.values())} splash attention kernel calls per chip per "
+                     f"step ({calls}; tpu_custom_call in the compiled HLO), which XLA's cost "
+                     f"model gives no FLOPs or time: their FLOPs are counted analytically "
+                     f"(fwd 2, dq 3, dkv 4 matmuls of 2*B*heads*T*T*head_dim, times the mask's "
+                     f"visible fraction: causal ~1/2, the probes' SharedPrefix mask its own), "
+                     f"{_si(w['est_kernel_flops_per_chip'], 'FLOP')} per chip, and their time "
+                     f"added at an assumed fraction of peak: {_seconds(w['est_kernel_seconds'])}"
+                     f" (an assumption, not a measurement)"
+                     + (f"; the kernels compute whole blocks, {ratio:.2f}x the visible FLOPs"
+                        if ratio else ""))
+        if w["other_custom_calls"]:
+            notes.append(f"kernels: {w['other_custom_calls']} other tpu_custom_calls have no "
+                         f"FLOPs or time in these estimates")
     for name, section in sections.items():
         compiled, even = section["est_flops_per_chip"], section["est_program_flops_per_chip"]
         what = name.replace("_", " ")
@@ -374,12 +587,18 @@ def _notes(config, sections: dict[str, dict[str, Any]],
     return notes
 
 
-def compile_report(config, topology: Topology,
-                   hooks: Sequence[Any] | None = None) -> dict[str, Any]:
+def compile_report(config, topology: Topology, hooks: Sequence[Any] | None = None,
+                   kernel_efficiency: float = DEFAULT_KERNEL_EFFICIENCY) -> dict[str, Any]:
     """Compiles the train step with and without its hooks (the config's, or `hooks`) for
     `topology` and returns the per-chip report as a JSON-ready dict. Raises `CompileError`
     when the mesh does not match the slice or the compiler runs out of HBM; a step that
-    compiles but exceeds HBM comes back with `fits` False (see `compile_command`)."""
+    compiles but exceeds HBM comes back with `fits` False (see `compile_command`).
+
+    Memory and compile time are the program's that runs; when it has loops, FLOPs, bytes and
+    time come from the same step compiled again with every loop unrolled (`estimate_config`,
+    `unrolled_loops`), splash kernels added analytically at `kernel_efficiency` of peak."""
+    if not 0 < kernel_efficiency <= 1:
+        raise CompileError(f"kernel_efficiency must be in (0, 1], got {kernel_efficiency}")
     from genjax.model import ModelConfig
     from genjax.perf import peak_flops
     from genjax.sharding import MeshError
@@ -424,18 +643,37 @@ def compile_report(config, topology: Topology,
     model_flops = model.flops_per_token(config.train.seq_len) * tokens
     peak, peak_source = peak_flops(devices[0])
 
-    compiler_time = all(c.est_compiler_seconds for c in (cost, bare_cost) if c is not None)
+    failed: list[str] = []
 
-    def section(c: ProgramCost, program_hooks: Sequence[Any]) -> dict[str, Any]:
-        whole = whole_program_flops(config, with_hooks.data, program_hooks)
+    def estimate(c: ProgramCost, program_hooks: Sequence[Any]) -> ProgramCost:
+        """The same step with every loop unrolled (the program itself when it has none)."""
+        if not c.loops:
+            return c
+        unrolled = TrainProgram(estimate_config(config), devices=devices,
+                                data=with_hooks.data, hooks=program_hooks)
+        try:
+            return compile_program(unrolled, topology, unrolled=True)
+        except CompileError as e:  # e.g. the unrolled program needs more HBM than it has
+            failed.append(str(e))
+            return c
+
+    est_cost = estimate(cost, with_hooks.hooks)
+    est_bare = estimate(bare_cost, []) if bare_cost is not None else None
+    compiler_time = all(c.est_compiler_seconds for c in (est_cost, est_bare) if c is not None)
+    standin = with_hooks.attention == "splash"
+
+    def section(c: ProgramCost, e: ProgramCost, program_hooks: Sequence[Any]) -> dict[str, Any]:
+        whole = whole_program_flops(config, with_hooks.data, program_hooks,
+                                    kernels_as_standin=standin)
         return _cost_section(c, whole, topology.chips, peak, gen.hbm_bytes_per_s, model_flops,
-                             compiler_time)
+                             compiler_time, est=e, kernel_efficiency=kernel_efficiency)
 
-    sections = {"with_hooks": section(cost, with_hooks.hooks)}
+    sections = {"with_hooks": section(cost, est_cost, with_hooks.hooks)}
     if bare_cost is not None:
-        sections["without_hooks"] = section(bare_cost, [])
+        sections["without_hooks"] = section(bare_cost, est_bare, [])
     shares = _hook_shares(with_hooks.hooks, sections)
     mem = {"params": params_bytes, "optimizer_state": opt_bytes,
+           "hook_data": bytes_per_chip(with_hooks.abstract_args()[2]),
            "other_inputs": cost.argument_bytes - params_bytes - opt_bytes,
            "temporaries": cost.temp_bytes, "outputs": cost.output_bytes - cost.alias_bytes,
            "code": cost.code_bytes, "total": cost.total_bytes,
@@ -450,13 +688,18 @@ def compile_report(config, topology: Topology,
         "mesh": {k: int(v) for k, v in with_hooks.mesh.shape.items()},
         "model": {"params": model.num_params(), "tokens_per_step": tokens,
                   "model_flops_per_step": model_flops,
-                  "model_flops_per_chip": model_flops / topology.chips},
+                  "model_flops_per_chip": model_flops / topology.chips,
+                  "model_seconds_at_peak": model_flops / topology.chips / peak},
+        "attention": with_hooks.attention,
         "chip": {"hbm_bytes": gen.hbm_bytes, "hbm_bytes_per_s": gen.hbm_bytes_per_s,
                  "peak_flops": peak, "peak_flops_source": peak_source},
+        "kernel_efficiency": kernel_efficiency,
         "memory_per_chip": mem,
         **sections,
         "hooks": shares,
-        "notes": _notes(config, sections, shares),
+        "notes": _notes(config, sections, shares) + [
+            f"loops: the unrolled estimate did not compile ({e}); FLOPs, bytes and time are "
+            f"those of the program that runs, its loop bodies counted once" for e in failed],
     }
 
 
@@ -494,12 +737,15 @@ def format_report(report: dict[str, Any]) -> str:
         f"{report['topology']} ({report['friendly_name']}{slices}): {report['chips']} chips "
         f"{report['device_kind']}, mesh data={m['data']} fsdp={m['fsdp']} tensor={m['tensor']}",
         f"model {_si(model['params'])} params, {model['tokens_per_step']:,} tokens/step, "
-        f"{_si(model['model_flops_per_step'], 'FLOP')}/step analytic (6N + attention)",
+        f"{_si(model['model_flops_per_step'], 'FLOP')}/step analytic (6N + causal attention "
+        f"at half), {_seconds(model['model_seconds_at_peak'])} per step at peak (the FLOP "
+        f"bound); attention {report['attention']}",
     ]
     unit, scale = ("GiB", GiB) if mem["total"] >= GiB else ("MiB", 2**20)
     lines += ["", f"{'memory per chip':<40}{unit:>10}"]
     rows = [("parameters", "params"), ("optimizer state", "optimizer_state"),
             ("other inputs (batch, hook data)", "other_inputs"),
+            ("  of which hook data", "hook_data"),
             ("activations + temporaries", "temporaries"), ("outputs (not donated)", "outputs"),
             ("program code", "code"), ("total", "total"),
             ("total without hooks", "total_without_hooks")]
@@ -520,28 +766,38 @@ def format_report(report: dict[str, Any]) -> str:
         row("est. FLOPs, whole program / chips", "est_program_flops_per_chip",
             lambda x: _si(x, "FLOP"), "est_flops_share"),
         row("est. FLOPs, compiled for one chip", "est_flops_per_chip", lambda x: _si(x, "FLOP")),
+        row("  of which splash kernels (analytic)", "est_kernel_flops_per_chip",
+            lambda x: _si(x, "FLOP")),
         row("est. HBM bytes accessed (XLA)", "est_bytes_accessed_per_chip",
             lambda x: _si(x, "B"), "est_bytes_accessed_share"),
         row("est. step time", "est_step_seconds", _seconds, "est_step_time_share"),
+        row("  of which splash kernels (assumed)", "est_kernel_seconds", _seconds),
         row("est. roofline time", "est_roofline_seconds", _seconds),
         row("est. program FLOPs / model FLOPs", "est_program_flops_vs_model", _ratio),
         row("est. MFU (model FLOPs / time / peak)", "est_mfu", _pct),
+        row("peak memory", "peak_memory_bytes_per_chip", lambda x: _si(x, "B"),
+            "memory_share"),
         row("compile time (this machine)", "compile_seconds", lambda x: f"{x:.1f} s"),
+        row("  unrolled estimate's compile time", "estimate_compile_seconds",
+            lambda x: "-" if x is None else f"{x:.1f} s"),
         "",
         f"est. step time source: {w['est_step_seconds_source']}; peak "
         f"{_si(report['chip']['peak_flops'], 'FLOP/s')} ({report['chip']['peak_flops_source']}),"
-        f" HBM {_si(report['chip']['hbm_bytes_per_s'], 'B/s')}",
+        f" HBM {_si(report['chip']['hbm_bytes_per_s'], 'B/s')}; splash kernels at "
+        f"{report['kernel_efficiency']:.0%} of peak (assumed: --kernel_efficiency)",
         f"hooks: {', '.join(hooks['names']) or 'none enabled (config.hooks.*.enabled)'}",
     ]
     lines += [f"note: {n}" for n in report["notes"]]
     return "\n".join(lines)
 
 
-def compile_command(config, topology: str, num_slices: int = 1, out: str = "") -> int:
+def compile_command(config, topology: str, num_slices: int = 1, out: str = "",
+                    kernel_efficiency: float = DEFAULT_KERNEL_EFFICIENCY) -> int:
     """`genjax compile`: prints the report, writes it as JSON to `out`; raises `CompileError`
-    (exit status 2) for a bad topology or mesh, or when the step does not fit in HBM."""
+    (exit status 2) for a bad topology or mesh, or when the step does not fit in HBM.
+    `kernel_efficiency`: the fraction of peak assumed for splash kernels' FLOPs."""
     topo = parse_topology(topology, num_slices)
-    report = compile_report(config, topo)
+    report = compile_report(config, topo, kernel_efficiency=kernel_efficiency)
     print(format_report(report))
     if out:
         path = pathlib.Path(out)

@@ -26,6 +26,8 @@ LossFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class TrainState:
+    """Everything a step changes, as explicit pytrees (checkpointed as a whole)."""
+
     step: jax.Array  # int32 scalar: number of updates applied so far
     params: Any
     opt_state: Any

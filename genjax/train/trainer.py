@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import pathlib
 import shutil
@@ -27,8 +28,8 @@ from jax.sharding import NamedSharding, PartitionSpec
 from genjax import sharding as shd
 from genjax.config import ConfigDict, validate
 from genjax.data import Data, build_data
-from genjax.hooks.base import Hook, MetricSpec, check_capabilities, schema_of
-from genjax.batching import pad_rows
+from genjax.hooks.base import Hook, MetricSpec, check_capabilities
+from genjax.hooks.monitor import Monitor
 from genjax.model import LanguageModel, ModelConfig, attention, transformer
 from genjax.optim import make_optimizer
 from genjax.perf import peak_flops
@@ -46,6 +47,8 @@ class WorkdirError(OSError):
 
 @dataclasses.dataclass
 class TrainResult:
+    """What `Trainer.run` returns: the last step, this call's train losses, the final state."""
+
     final_step: int
     losses: dict[int, float]  # step -> train loss, for the steps this call ran
     state: TrainState
@@ -130,28 +133,32 @@ class TrainProgram:
                                 length_multiple=128 if self.attention == "splash" else 1)
         self.hooks = list(hooks)
         check_capabilities(self.hooks, model)
-        self.schema = list(TRAIN_SCHEMA) + schema_of(self.hooks)
+        self.monitor = Monitor(self.hooks, self.mesh, self.batch_axes)
+        self.schema = list(TRAIN_SCHEMA) + self.monitor.schema
         batch = shd.batch_sharding(self.mesh, self.rules)
         self.batch_shardings = {"inputs": batch, "targets": batch, "loss_mask": batch,
                                 "domain": shd.batch_sharding(self.mesh, self.rules, ndim=1)}
-        self.hook_host_data = [jax.tree.map(self._pad_eval_rows, h.data()) for h in self.hooks]
-        self.hook_data_shardings = [jax.tree.map(self._eval_sharding, d)
-                                    for d in self.hook_host_data]
         self.state_shardings = self._state_shardings(abstract_params)
         step_fn = make_train_step(self.apply_fn, self.tx, self.schedule, self.hooks,
                                   config.train.grad_accum, loss_fn,
                                   skip_nonfinite=config.train.on_nonfinite == "skip")
         self.step_fn = jax.jit(
             step_fn,
-            in_shardings=(self.state_shardings, self.batch_shardings, self.hook_data_shardings),
+            in_shardings=(self.state_shardings, self.batch_shardings, self.monitor.shardings),
             out_shardings=(self.state_shardings, shd.replicated(self.mesh)),
             donate_argnums=(0,),
         )
 
     @property
+    def batch_axes(self) -> tuple[str, ...]:
+        """The mesh axes the batch (train and hook rows) is split over (data, fsdp)."""
+        entry = shd.logical_to_spec(("batch",), self.rules)[0]
+        return (entry,) if isinstance(entry, str) else tuple(entry or ())
+
+    @property
     def batch_shards(self) -> int:
-        """How many ways the batch axis (train and hook rows) is split: data x fsdp."""
-        return self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+        """How many ways the batch axis is split."""
+        return math.prod(self.mesh.shape[a] for a in self.batch_axes)
 
     def _check_batch(self) -> None:
         c = self.config.train
@@ -172,20 +179,6 @@ class TrainProgram:
             transform_non_params=lambda _: repl)
         return TrainState(step=repl, params=self.param_shardings, opt_state=opt_shardings,
                           rng=repl)
-
-    def _pad_eval_rows(self, x) -> np.ndarray:
-        """Hook rows zero-padded to a multiple of the batch shards (built-in hooks already pad
-        to their micro-batch plan; a zero row must count for nothing in a hook's metrics)."""
-        x = np.asarray(x)
-        if not x.ndim:
-            return x
-        return pad_rows(x, -(-len(x) // self.batch_shards) * self.batch_shards)
-
-    def _eval_sharding(self, x) -> NamedSharding:
-        """Eval rows: leading axis over the batch mesh axes, never replicated (0-d: replicated)."""
-        x = np.asarray(x)
-        return NamedSharding(self.mesh, self.batch_shardings["domain"].spec if x.ndim
-                             else PartitionSpec())
 
     def _make_state(self) -> TrainState:
         return init_state(self.model.init(self.config.seed), self.tx, self.config.seed)
@@ -214,17 +207,11 @@ class TrainProgram:
                   "loss_mask": ((b, t), np.float32), "domain": ((b,), np.int32)}
         batch = {k: jax.ShapeDtypeStruct(shape, dt, sharding=self.batch_shardings[k])
                  for k, (shape, dt) in shapes.items()}
-        hook_data = jax.tree.map(
-            lambda x, s: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype, sharding=s),
-            self.hook_host_data, self.hook_data_shardings)
-        return state, batch, hook_data
+        return state, batch, self.monitor.abstract()
 
     def place_hook_data(self) -> list[Any]:
         """Eval data onto the devices once; it stays there for the whole run."""
-        return jax.tree.map(
-            lambda x, s: jax.make_array_from_callback(np.shape(x), s,
-                                                      lambda idx: np.asarray(x)[idx]),
-            self.hook_host_data, self.hook_data_shardings)
+        return self.monitor.place()
 
     def global_batch(self, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
         """This process's rows of the batch as global arrays, all in one transfer."""
@@ -233,13 +220,14 @@ class TrainProgram:
 
 
 class Trainer:
-    """A run: a `TrainProgram` plus workdir, checkpoints, resume, sinks and progress."""
+    """A run: a `TrainProgram` plus workdir, checkpoints, resume, sinks and progress.
+    `program_kwargs` go to `TrainProgram` (model, tx, schedule, loss_fn, data, hooks,
+    devices)."""
 
     def __init__(self, config: ConfigDict, workdir: str | pathlib.Path, *,
-                 data: Data | None = None, hooks: Sequence[Hook] | None = None,
-                 sinks: Sequence[Sink] = (), devices: Sequence[jax.Device] | None = None):
+                 sinks: Sequence[Sink] = (), **program_kwargs: Any):
         self.workdir = prepare_workdir(workdir)
-        self.program = TrainProgram(config, data=data, hooks=hooks, devices=devices)
+        self.program = TrainProgram(config, **program_kwargs)
         self.config, self.data = self.program.config, self.program.data
         self.sinks = list(sinks)
         self.schema = [*self.program.schema, *HOST_SCHEMA]  # what the sinks receive

@@ -88,7 +88,7 @@ def test_train_domain_and_heldout_hooks(evaluated):
     np.testing.assert_allclose(m["train_domains/accuracy"], train_acc, atol=TOL)
     counts = [batch["loss_mask"][batch["domain"] == d].sum() for d in range(n)]
     np.testing.assert_array_equal(m["train_domains/tokens"], counts)
-    heldout = trainer.program.hook_host_data[[h.name for h in trainer.program.hooks]
+    heldout = trainer.program.monitor.host_data[[h.name for h in trainer.program.hooks]
                                              .index("heldout")]
     held_loss, held_acc = per_domain_reference(trainer, params, heldout, n)
     np.testing.assert_allclose(m["heldout/loss"], held_loss, atol=TOL)

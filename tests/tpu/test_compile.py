@@ -12,6 +12,7 @@ import json
 import math
 import os
 import pathlib
+import re
 
 import jax
 import jax.numpy as jnp
@@ -48,13 +49,18 @@ def run_cli(monkeypatch, *args: str) -> int:
 
 
 def tiny(**model):
-    """configs/tiny.py on a 2 x 2 fsdp x tensor mesh (4 chips), hooks off."""
+    """configs/tiny.py on a 2 x 2 fsdp x tensor mesh (4 chips), hooks off, XLA attention (its
+    32-token rows are too short for splash, which `model.attention=auto` picks on TPU)."""
     c = load(TINY)
     for name in c.hooks:
-        c.hooks[name].enabled = False
+        if hasattr(c.hooks[name], "enabled"):  # hooks.micro_batch is a plain setting
+            c.hooks[name].enabled = False
     c.mesh.update(data=1, fsdp=2, tensor=2)
-    c.model.update(**model)
+    c.model.update(**{"attention": "xla", **model})
     return c
+
+
+XLA = "--config.model.attention=xla"  # tiny's 32-token rows are too short for splash
 
 
 # ------------------------------------------------------------------------ topology names
@@ -132,13 +138,13 @@ def test_memory_matches_sharded_state(topology):
 @needs_libtpu
 def test_cli_writes_json_and_refuses_oversized_state(tmp_path, capsys, monkeypatch):
     out = tmp_path / "report.json"
-    assert run_cli(monkeypatch, "--config", TINY, "--topology", "v5e:2x2",
+    assert run_cli(monkeypatch, "--config", TINY, "--topology", "v5e:2x2", XLA,
                    "--out", str(out)) == 0
     stdout = capsys.readouterr().out
     assert "memory per chip" in stdout and "fits" in stdout
     assert json.loads(out.read_text())["topology"] == "v5e:2x2"
     # 2 layers of 8192 x 65536 SwiGLU: ~3.2G f32 params + AdamW, replicated: ~39 GiB a chip.
-    rc = run_cli(monkeypatch, "--config", TINY, "--topology", "v5e:2x2",
+    rc = run_cli(monkeypatch, "--config", TINY, "--topology", "v5e:2x2", XLA,
                    "--config.model.d_model=8192", "--config.model.d_ff=65536")
     err = capsys.readouterr().err
     assert rc == 2 and "does not fit" in err and "v5e has 16 GiB" in err
@@ -149,7 +155,7 @@ def test_cli_writes_json_and_refuses_oversized_state(tmp_path, capsys, monkeypat
 
 @needs_libtpu
 def test_cli_refuses_when_activations_exceed_hbm(capsys, monkeypatch):
-    rc = run_cli(monkeypatch, "--config", TINY, "--topology", "v5e:2x2",
+    rc = run_cli(monkeypatch, "--config", TINY, "--topology", "v5e:2x2", XLA,
                    "--config.train.batch_size=16384", "--config.train.seq_len=1024")
     err = capsys.readouterr().err
     assert rc == 2 and "does not fit" in err and "v5e has 16 GiB" in err, err
@@ -251,9 +257,143 @@ def test_tpu_estimates_benchmark(tmp_path, capsys, monkeypatch):
     import tpu_estimates
 
     out = tmp_path / "estimates.json"
-    assert tpu_estimates.main(["--runs", "tiny@v5e:2x2,tiny@v5e:3x3", "--out", str(out)]) == 0
+    assert tpu_estimates.main(["--runs", "tiny@v5e:2x2+model.attention=xla,tiny@v5e:3x3",
+                               "--out", str(out)]) == 0
     ok, refused = json.loads(out.read_text())
-    assert ok["preset"] == "tiny" and ok["chips"] == 4 and "with_hooks" in ok
+    assert ok["preset"] == "tiny+model.attention=xla" and ok["chips"] == 4
+    assert ok["attention"] == "xla" and "with_hooks" in ok
+    assert ok["model"]["model_seconds_at_peak"] > 0
     assert refused["topology"] == "v5e:3x3" and "libtpu cannot describe" in refused["error"]
     table = capsys.readouterr().out
-    assert table.count("\n| tiny |") == 2
+    assert table.count("\n| tiny") == 2
+
+
+# ------------------------------------------------------------------------ loops and kernels
+def test_unrolled_loops_counts_every_iteration():
+    """XLA's cost model counts a loop body once; under `unrolled_loops` a lax.scan and a
+    lax.map (the chunked loss, hook micro-batches) count every iteration (CPU, lowered)."""
+    x = jax.ShapeDtypeStruct((8, 64, 64), jnp.float32)
+    w = jax.ShapeDtypeStruct((64, 64), jnp.float32)
+    matmul = 2 * 64 * 64 * 64
+
+    def f(x, w):  # a new function per trace: jax caches traces by function
+        scanned = jax.lax.scan(lambda c, xi: (c + jnp.sum(xi @ w), None), 0.0, x)[0]
+        return scanned + jnp.sum(jax.lax.map(lambda xi: xi @ w, x))
+
+    looped = jax.jit(f).lower(x, w).cost_analysis()["flops"]
+    with tc.unrolled_loops():
+        unrolled = jax.jit(lambda x, w: f(x, w)).lower(x, w).cost_analysis()["flops"]
+    assert jax.lax.scan.__name__ == "scan"  # restored
+    assert looped == pytest.approx(2 * matmul, rel=0.05)  # + the sums
+    assert unrolled == pytest.approx(2 * 8 * matmul, rel=0.05)
+
+
+@needs_libtpu
+def test_scanned_estimate_equals_unrolled_program():
+    """The report of a scanned-layers step: memory from the scanned program, FLOPs, bytes and
+    time from the same step unrolled, which equal those of the Python-loop step (no loops)."""
+    topo = tc.parse_topology("v5e:2x2")
+    loop = tc.compile_report(tiny(n_layers=4, loss_chunk=0), topo)
+    scan = tc.compile_report(tiny(n_layers=4, loss_chunk=0, scan_layers=True), topo)
+    lw, sw = loop["with_hooks"], scan["with_hooks"]
+    assert lw["loops_in_program"] == 0 and not lw["estimate_compiled_unrolled"]
+    assert sw["loops_in_program"] > 0 and sw["estimate_compiled_unrolled"]
+    assert sw["loops_in_estimate"] == 0
+    for key in ("est_flops_per_chip", "est_program_flops_per_chip",
+                "est_bytes_accessed_per_chip"):
+        assert sw[key] == pytest.approx(lw[key], rel=0.02), key
+    # the scanned program's own count has the 4 layers' body once: far below
+    assert sw["program_xla_flops_per_chip"] < 0.6 * lw["est_flops_per_chip"]
+    assert any(n.startswith("loops: the program that runs has") for n in scan["notes"])
+
+
+def splash_tiny(**model):
+    """A bf16 step small enough to compile in seconds whose rows splash accepts (T = 256)."""
+    c = tiny(attention="splash", compute_dtype="bfloat16", d_model=64, head_dim=16,
+             loss_chunk=0, **model)
+    c.train.seq_len = 256
+    return c
+
+
+@pytest.fixture(scope="module")
+def splash_hlo():
+    """(program, cost, compiled HLO text) of the tiny bf16 splash step on v5e:2x2."""
+    topo = tc.parse_topology("v5e:2x2")
+    devices = tc.topology_devices(topo)
+    program = TrainProgram(splash_tiny(), devices=devices, hooks=[])
+    hlo: list[str] = []
+    cost = tc.compile_program(program, topo, hlo_out=hlo)
+    return program, cost, hlo[0]
+
+
+@needs_libtpu
+def test_splash_kernels_counted_analytically(splash_hlo):
+    program, cost, hlo = splash_hlo
+    assert program.attention == "splash" and "tpu_custom_call" in hlo
+    cfg = program.model_cfg
+    layers = cfg.n_layers
+    # no remat, no loops: per layer one forward, one dq and one dkv kernel
+    assert cost.loops == 0 and cost.kernels.calls == {"fwd": layers, "dq": layers,
+                                                      "dkv": layers}
+    t, rows = program.config.train.seq_len, program.config.train.batch_size // 2  # fsdp 2
+    heads = cfg.n_heads // 2  # tensor 2
+    visible, blocks = tc.mask_fractions(t)
+    assert visible == pytest.approx((t + 1) / (2 * t)) and blocks == 1.0  # one 256 block
+    square = 2.0 * rows * heads * t * t * cfg.head_dim
+    assert cost.kernels.flops == pytest.approx(layers * (2 + 3 + 4) * square * visible)
+    # the report adds them to XLA's count and their time at the stated fraction of peak
+    peak = 197e12
+    section = tc._cost_section(cost, None, 4, peak, 8.19e11, 1e12, False,
+                               kernel_efficiency=0.25)
+    assert section["est_flops_per_chip"] == pytest.approx(cost.flops + cost.kernels.flops)
+    assert section["est_kernel_seconds"] == pytest.approx(cost.kernels.flops / (0.25 * peak))
+    assert section["est_step_seconds"] == pytest.approx(
+        max(cost.flops / peak, cost.bytes_accessed / 8.19e11) + section["est_kernel_seconds"])
+    assert "25% of peak (assumed)" in section["est_step_seconds_source"]
+
+
+def _f32_score_buffers(hlo: str, rows: int, heads: int, t: int) -> list[str]:
+    """f32 shapes in the HLO with this chip's rows, heads and a T x T square: attention
+    scores (any dim order; GQA may split heads into kv heads x group)."""
+    found = []
+    for dims in set(re.findall(r"\bf32\[([\d,]+)\]", hlo)):
+        d = [int(x) for x in dims.split(",")]
+        if d.count(t) >= 2 and rows in d and math.prod(d) >= rows * heads * t * t:
+            found.append(f"f32[{dims}]")
+    return found
+
+
+@needs_libtpu
+def test_bf16_splash_step_has_no_f32_score_buffer(splash_hlo):
+    program, _, hlo = splash_hlo
+    rows, heads, t = 4, program.model_cfg.n_heads // 2, program.config.train.seq_len
+    assert _f32_score_buffers(hlo, rows, heads, t) == []
+    topo = tc.parse_topology("v5e:2x2")
+    xla = TrainProgram(splash_tiny(attention="xla"), devices=tc.topology_devices(topo),
+                       hooks=[])
+    xla_hlo: list[str] = []
+    tc.compile_program(xla, topo, hlo_out=xla_hlo)
+    assert "tpu_custom_call" not in xla_hlo[0]
+    assert _f32_score_buffers(xla_hlo[0], rows, heads, t)  # the check can fail
+
+
+@needs_libtpu
+def test_hook_rows_are_sharded_not_replicated():
+    """Every hook's eval rows split over the chips: per-chip hook data halves from 4 to 8
+    chips, and the chips together hold each padded row once."""
+    import tiny as tiny_preset
+
+    per_chip = {}
+    for topology in ("v5e:2x2", "v5e:2x4"):
+        config = tiny_preset.with_all_hooks(tiny())
+        config.mesh.update(data=1, fsdp=-1, tensor=1)
+        topo = tc.parse_topology(topology)
+        program = TrainProgram(config, devices=tc.topology_devices(topo))
+        hook_data = program.abstract_args()[2]
+        rows = [x for x in jax.tree.leaves(hook_data) if x.ndim]
+        assert rows and all(x.sharding.shard_shape(x.shape)[0] * topo.chips == x.shape[0]
+                            for x in rows)
+        total = sum(x.size * x.dtype.itemsize for x in rows)
+        per_chip[topo.chips] = tc.bytes_per_chip(hook_data)
+        assert per_chip[topo.chips] == pytest.approx(total / topo.chips, rel=0.01)
+    assert per_chip[8] < 0.7 * per_chip[4]  # replicated rows would keep it the same
