@@ -1,8 +1,7 @@
 """Models: genjax's NNX transformer and the `LanguageModel` interface any model can fill."""
 
-from genjax.model.attention import AttentionFn, SharedPrefix, make_attention
+from genjax.model.attention import SharedPrefix, make_attention
 from genjax.model.lm import (
-    ApplyFn,
     LanguageModel,
     abstract_model,
     from_linen,
