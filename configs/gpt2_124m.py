@@ -18,7 +18,7 @@ def get_config() -> ConfigDict:
     c = base_config()
     c.model.update(vocab_size=50304, d_model=768, n_layers=12, n_heads=12, n_kv_heads=12,
                    head_dim=64, d_ff=2048, tie_embeddings=True, compute_dtype="bfloat16",
-                   remat="full")
+                   remat="full", scan_layers=True)
     c.train.update(steps=20_000, batch_size=256, seq_len=1024)
     c.optim.update(lr=6e-4, warmup_steps=700, weight_decay=0.1)
     c.mesh.update(data=1, fsdp=-1, tensor=1)

@@ -19,7 +19,7 @@ def get_config() -> ConfigDict:
     c = load(pathlib.Path(__file__).with_name("gpt2_124m.py"))
     c.model.update(vocab_size=32768, d_model=2048, n_layers=16, n_heads=32, n_kv_heads=8,
                    head_dim=64, d_ff=8192, tie_embeddings=False, rope_theta=500_000.0,
-                   compute_dtype="bfloat16", remat="full")
+                   compute_dtype="bfloat16", remat="full", scan_layers=True)
     c.train.update(steps=50_000, batch_size=256, seq_len=2048)
     c.optim.update(lr=3e-4, warmup_steps=2000, weight_decay=0.1)
     return c

@@ -49,7 +49,9 @@ def base_config() -> ConfigDict:
                               on_nonfinite="stop"))  # stop | skip
     c.optim = ConfigDict(
         dict(
+            name="adamw",  # adamw | sgd | lion | muon
             lr=3e-3,
+            momentum=0.9,  # sgd's momentum, muon's beta
             warmup_steps=20,
             schedule="cosine",  # or "constant"
             end_lr_fraction=0.1,
@@ -104,6 +106,11 @@ def base_config() -> ConfigDict:
                 )
             ),
             memorization=ConfigDict(dict(enabled=False, every=1, examples=16)),
+            attribution=ConfigDict(dict(enabled=False, every=1, rows_per_domain=8,
+                                        train_cosines=False)),
+            norms=ConfigDict(dict(enabled=False, every=1)),
+            predictors=ConfigDict(dict(enabled=False, every=1, examples=16,
+                                       source="heldout")),  # heldout | probes
         )
     )
     c.stream = ConfigDict(dict(enabled=True, path="", chunk_steps=4096, flush_every_s=60.0,
@@ -140,14 +147,17 @@ DESCRIPTIONS = {
     "train.grad_accum": "micro-batches per step (divides train.batch_size)",
     "train.on_nonfinite": "a NaN/inf loss or gradient: stop (at the last good checkpoint) | skip "
                           "(that update is not applied; train/skipped_updates counts them)",
+    "optim.name": "optimizer: adamw | sgd (momentum) | lion | muon (optax.contrib; matrices, "
+                  "AdamW for embeddings, norms and biases)",
     "optim.lr": "peak learning rate",
+    "optim.momentum": "sgd: momentum; muon: beta of its momentum, in [0, 1)",
     "optim.warmup_steps": "linear warmup steps (clipped to train.steps - 1)",
     "optim.schedule": "after warmup: cosine | constant",
     "optim.end_lr_fraction": "cosine: final learning rate as a fraction of optim.lr, in [0, 1]",
-    "optim.b1": "AdamW beta1, in [0, 1)",
-    "optim.b2": "AdamW beta2, in [0, 1)",
+    "optim.b1": "AdamW and Lion beta1 (also muon's AdamW part), in [0, 1)",
+    "optim.b2": "AdamW and Lion beta2 (also muon's AdamW part), in [0, 1)",
     "optim.eps": "AdamW epsilon",
-    "optim.weight_decay": "AdamW decoupled weight decay (matrices only)",
+    "optim.weight_decay": "decoupled weight decay of every optimizer (matrices only)",
     "optim.clip_norm": "global gradient-norm clip",
     "mesh.data": "devices on the data axis (-1: the rest)",
     "mesh.fsdp": "devices on the fsdp axis, params sharded over it (-1: the rest)",
@@ -188,6 +198,22 @@ DESCRIPTIONS = {
     "hooks.memorization.enabled": "loss on early training rows vs fresh held-out rows",
     "hooks.memorization.every": "steps between memorization evaluations",
     "hooks.memorization.examples": "rows in each of the seen and fresh sets",
+    "hooks.attribution.enabled": "per-domain held-out gradients against the applied update "
+                                 "(about 3x the held-out forward FLOPs)",
+    "hooks.attribution.every": "steps between attribution evaluations",
+    "hooks.attribution.rows_per_domain": "held-out rows per domain whose loss gradient is taken",
+    "hooks.attribution.train_cosines": "also cosines between the train batch's per-domain "
+                                       "gradients (one backward per domain; holds D gradients)",
+    "hooks.norms.enabled": "weight, gradient and update norms per layer (no extra FLOPs)",
+    "hooks.norms.every": "steps between norm evaluations",
+    "hooks.predictors.enabled": "hop predictors per layer: RankMe and participation ratio of "
+                                "activations, Fisher trace, top eigenvalue / trace and mean "
+                                "|cos| of per-example gradients",
+    "hooks.predictors.every": "steps between predictor evaluations (one backward per row)",
+    "hooks.predictors.examples": "rows N of the Gram matrices (>= 2), taken from the "
+                                 "domains or probe families in turn",
+    "hooks.predictors.source": "heldout (held-out rows) | probes (probe items' correct "
+                               "continuation)",
     "stream.enabled": "write metrics to TensorStore (zarr3)",
     "stream.path": "store location (empty: WORKDIR/metrics; file://, gs://, memory://)",
     "stream.chunk_steps": "steps per stored chunk",
@@ -266,6 +292,7 @@ _AT_LEAST_1 = ("train.steps", "train.batch_size", "train.seq_len", "train.grad_a
                "model.n_kv_heads", "model.head_dim", "model.d_ff", "checkpoint.every",
                "checkpoint.keep", "log.every", "stream.chunk_steps", "hooks.heldout.batches",
                "hooks.probes.seeds", "hooks.probes.max_items", "hooks.memorization.examples",
+               "hooks.predictors.examples", "hooks.attribution.rows_per_domain",
                "analysis.window", "analysis.min_regime_steps")
 _AT_LEAST_0 = ("seed", "model.loss_chunk", "optim.warmup_steps", "data.prefetch",
                "hooks.micro_batch", "hooks.heldout.batch_size", "hooks.probes.builtin_items",
@@ -275,14 +302,17 @@ _POSITIVE = ("optim.lr", "optim.eps", "optim.clip_norm", "model.rope_theta", "mo
              "stream.flush_every_s")
 # key -> (low, high, brackets): "()" open, "[]" closed, "[)" half-open
 _INTERVALS = {"data.heldout_fraction": (0, 1, "()"), "optim.end_lr_fraction": (0, 1, "[]"),
-              "optim.b1": (0, 1, "[)"), "optim.b2": (0, 1, "[)")}
+              "optim.b1": (0, 1, "[)"), "optim.b2": (0, 1, "[)"),
+              "optim.momentum": (0, 1, "[)")}
 _CHOICES = {"model.param_dtype": ("float32", "bfloat16"),
             "model.compute_dtype": ("float32", "bfloat16"),
             "optim.schedule": ("cosine", "constant"),
+            "optim.name": ("adamw", "sgd", "lion", "muon"),
             "train.on_nonfinite": ("stop", "skip"),
             "data.tokenizer": ("byte", "sentencepiece"),
             "log.progress": ("auto", "bar", "lines", "none"),
-            "hooks.probes.sampling": ("none", "random", "ordered", "balanced")}
+            "hooks.probes.sampling": ("none", "random", "ordered", "balanced"),
+            "hooks.predictors.source": ("heldout", "probes")}
 
 
 def lookup(config: Any, key: str) -> Any:

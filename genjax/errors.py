@@ -11,8 +11,9 @@ def user_errors() -> tuple[type[Exception], ...]:
     from genjax.sharding import MeshError
     from genjax.stream.store import StreamError
     from genjax.tpu.compile import CompileError
+    from genjax.train.checkpoint import CheckpointError
     from genjax.train.resume import ResumeError
     from genjax.train.trainer import WorkdirError
 
     return (ConfigError, DataError, MeshError, WorkdirError, ProbeError, StreamError,
-            CompileError, ResumeError, HookError, FileNotFoundError)
+            CompileError, ResumeError, HookError, CheckpointError, FileNotFoundError)

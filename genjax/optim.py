@@ -1,4 +1,5 @@
-"""AdamW with warmup + cosine/constant schedule, global-norm clipping and a decay mask."""
+"""Optimizers by name (AdamW, SGD with momentum, Lion, Muon) with warmup + cosine/constant
+schedule, global-norm clipping and weight decay on matrices only."""
 
 from __future__ import annotations
 
@@ -26,16 +27,61 @@ def make_schedule(optim_cfg, total_steps: int) -> optax.Schedule:
 
 def decay_mask(params):
     """Weight decay on matrices only: norms' scales (1-D) are not decayed."""
-    return jax.tree.map(lambda v: v.ndim >= 2, params,
-                        is_leaf=lambda x: isinstance(x, nnx.Variable))
+    def is_matrix(v) -> bool:  # Muon hands its AdamW part a tree with masked-out leaves
+        return len(getattr(v, "shape", ())) >= 2
+
+    return jax.tree.map(is_matrix, params, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def muon_dimensions(params):
+    """Which axes Muon orthogonalizes, per parameter: the projection's input (reduction) and
+    output axes (`wq` [embed, heads, head_dim] -> reduction 0, output (1, 2); stacked layers
+    add a leading batch axis, which Muon vmaps over). None: that parameter gets Muon's AdamW
+    (embeddings, norms, biases, anything not a plain matrix)."""
+    from optax.contrib import MuonDimensionNumbers
+
+    known = {"wq": (0, (1, 2)), "wk": (0, (1, 2)), "wv": (0, (1, 2)), "wo": ((0, 1), 2)}
+
+    def dims(path, var):
+        name = str(getattr(path[-1], "key", path[-1]))
+        ndim = len(getattr(var, "shape", ()))
+        if name in ("embed", "unembed", "embedding", "scale", "bias") or ndim < 2:
+            return None
+        reduction, output = known.get(name, (0, 1))
+        base = 3 if name in known else 2
+        shift = ndim - base  # stacked layers: a leading batch axis
+        if shift < 0:
+            return None
+        up = lambda a: tuple(x + shift for x in a) if isinstance(a, tuple) else a + shift
+        return MuonDimensionNumbers(up(reduction), up(output))
+
+    return jax.tree_util.tree_map_with_path(dims, params,
+                                            is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def _by_name(o, schedule) -> optax.GradientTransformation:
+    if o.name == "adamw":
+        return optax.adamw(schedule, b1=o.b1, b2=o.b2, eps=o.eps,
+                           weight_decay=o.weight_decay, mask=decay_mask)
+    if o.name == "lion":
+        return optax.lion(schedule, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay,
+                          mask=decay_mask)
+    if o.name == "sgd":
+        return optax.chain(optax.add_decayed_weights(o.weight_decay, decay_mask),
+                           optax.sgd(schedule, momentum=o.momentum or None))
+    if o.name == "muon":
+        from optax.contrib import muon
+
+        return muon(schedule, beta=o.momentum, weight_decay=o.weight_decay,
+                    weight_decay_mask=decay_mask, adam_b1=o.b1, adam_b2=o.b2,
+                    muon_weight_dimension_numbers=muon_dimensions)
+    raise ValueError(f"optim.name must be adamw, sgd, lion or muon, got {o.name!r}")
 
 
 def make_optimizer(optim_cfg, total_steps: int) -> tuple[optax.GradientTransformation,
                                                          optax.Schedule]:
+    """(clipping + the optimizer `optim.name`, its learning-rate schedule)."""
     schedule = make_schedule(optim_cfg, total_steps)
-    tx = optax.chain(
-        optax.clip_by_global_norm(optim_cfg.clip_norm),
-        optax.adamw(schedule, b1=optim_cfg.b1, b2=optim_cfg.b2, eps=optim_cfg.eps,
-                    weight_decay=optim_cfg.weight_decay, mask=decay_mask),
-    )
+    tx = optax.chain(optax.clip_by_global_norm(optim_cfg.clip_norm),
+                     _by_name(optim_cfg, schedule))
     return tx, schedule

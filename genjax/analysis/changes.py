@@ -171,87 +171,141 @@ def _rss(x: np.ndarray, design: np.ndarray, phi: float) -> tuple[float, np.ndarr
     return float(r @ r), r
 
 
-def _estimate_phi(x: np.ndarray, design: np.ndarray) -> float:
-    """Profile-likelihood AR(1) coefficient of the residual of x on design (GLS per phi)."""
-    n = len(x)
-    best, best_ll = 0.0, -np.inf
-    for phi in PHI_GRID:
-        rss, _ = _rss(x, design, phi)
-        ll = -0.5 * n * np.log(max(rss, 1e-300) / n) + 0.5 * np.log(1.0 - phi**2)
-        if ll > best_ll:
-            best, best_ll = phi, ll
-    return best
-
-
-def _select(x, basis, phi, penalty, cands) -> list[tuple[int, int]]:
-    """Forward selection, then backward elimination, of changes at fixed phi and penalty."""
+def _select(zx, zbasis, n_rows, phi, beta, cands, max_changes=8):
+    """Forward selection then backward elimination of changes at a fixed phi (whitened data
+    zx, whitened trend basis zbasis). A change is kept while it lowers the residual sum of
+    squares by more than beta * log(n) * sigma^2, sigma^2 = that RSS / n (with the change).
+    Returns (rss, chosen)."""
+    n = n_rows
+    q = _orthonormal(zbasis)
+    r = zx - q @ (q.T @ zx)
+    rss = float(r @ r)
     chosen: list[tuple[int, int]] = []
-    for _ in range(64):
-        rss, r = _rss(x, _design(basis, chosen), phi)
-        q = _orthonormal(_whiten(_design(basis, chosen), phi))
+    pen = beta * np.log(n)
+    while len(chosen) < max_changes:
         red, start, length = _best_candidate(q, r, phi, cands, set(chosen))
-        if red <= penalty or start < 0:
+        if start < 0 or red <= pen * (rss - red) / n:
             break
+        c = _whiten(ramp(n, start, length)[:, None], phi)
+        c = c - q @ (q.T @ c)
+        c /= np.linalg.norm(c)
+        q = np.concatenate([q, c], axis=1)
+        r = r - c[:, 0] * float(c[:, 0] @ r)
+        rss = float(r @ r)
         chosen.append((start, length))
     while chosen:  # backward: drop what the others explain
-        base, _ = _rss(x, _design(basis, chosen), phi)
-        losses = [(_rss(x, _design(basis, chosen[:k] + chosen[k + 1:]), phi)[0] - base, k)
-                  for k in range(len(chosen))]
+        def rss_of(sel):
+            cols = [_whiten(ramp(n, s, length)[:, None], phi) for s, length in sel]
+            qq = _orthonormal(np.concatenate([zbasis, *cols], axis=1))
+            rr = zx - qq @ (qq.T @ zx)
+            return float(rr @ rr)
+        losses = [(rss_of(chosen[:k] + chosen[k + 1:]) - rss, k) for k in range(len(chosen))]
         loss, k = min(losses)
-        if loss > penalty:
+        if loss > pen * rss / n:
             break
         chosen.pop(k)
-    return sorted(chosen)
+        rss += loss
+    return rss, sorted(chosen)
 
 
-TREND_OPTIONS = (None, 0.0, 2.0, KNOT_SPACING)  # constant; one cubic; knots 2 or 1 apart
+PHI_SEARCH = (0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998)
 
 
-def _fit_with(x, steps, spacing, beta, min_size, cands):
-    """(criterion, chosen, phi, sigma, penalty, basis) for one trend flexibility."""
+def _decays(steps: np.ndarray) -> np.ndarray:
+    """[n, m] exp(-step / tau) for time constants tau spaced by e^0.5 up to the last step."""
+    top = float(np.max(steps))
+    taus = np.exp(np.arange(0.0, np.log(max(top, 2.0)) + 1e-9, 0.5))
+    cols = np.exp(-np.asarray(steps, np.float64)[:, None] / taus[None, :])
+    keep = np.linalg.norm(cols, axis=0) > 1e-6 * np.sqrt(len(steps))
+    return cols[:, keep]
+
+
+def _crit(n: int, rss: float, phi: float, k: int, m: int, beta: float) -> float:
+    return (n * np.log(max(rss, 1e-300) / n) - np.log(1.0 - phi**2)
+            + np.log(n) * (k + beta * m))
+
+
+def _trend_options(x: np.ndarray, steps: np.ndarray) -> list[tuple[np.ndarray, int]]:
+    """(basis, parameters) of each trend tried: a constant; a constant plus one or two
+    exponential decays (time constants from a grid, chosen by least squares: each costs 2
+    parameters); the cubic spline in log time."""
     n = len(x)
-    if spacing is None:
-        basis = np.ones((n, 1))
-    elif spacing == 0.0:
-        basis = spline_basis(steps, np.inf)
-    else:
-        basis = spline_basis(steps, spacing)
-    chosen: list[tuple[int, int]] = []
-    phi = sigma = penalty = 0.0
-    for _ in range(4):
-        design = _design(basis, chosen)
-        phi = _estimate_phi(x, design)
-        _, r = _rss(x, design, phi)
-        sigma = _robust_scale(r[1:])
-        if sigma == 0.0:
-            sigma = max(float(np.std(x)) * 1e-6, 1e-300)
-        penalty = beta * sigma**2 * np.log(n)
-        new = _select(x, basis, phi, penalty, cands)
+    const = np.ones((n, 1))
+    out = [(const, 1)]
+    decays = _decays(steps)
+    chosen: list[int] = []
+    for _ in range(2):
+        best = None
+        for j in range(decays.shape[1]):
+            if j in chosen:
+                continue
+            design = np.column_stack([const, decays[:, chosen + [j]]])
+            rss = _rss(x, design, 0.0)[0]
+            if best is None or rss < best[0]:
+                best = (rss, j)
+        if best is None:
+            break
+        chosen.append(best[1])
+        out.append((np.column_stack([const, decays[:, chosen]]), 1 + 2 * len(chosen)))
+    spline = spline_basis(steps)
+    out.append((spline, int(np.linalg.matrix_rank(spline))))
+    return out
+
+
+def _fit_option(x, basis, k, beta, cands, zx_of):
+    """Best (criterion, chosen, phi, rss) for one trend: phi from the profile likelihood with
+    at most one change, the changes at that phi, then phi again given them (twice at most)."""
+    n = len(x)
+    pen = beta * np.log(n)
+    best_phi, best_c = 0.0, np.inf
+    for phi in PHI_SEARCH:
+        zb = _whiten(basis, phi)
+        q = _orthonormal(zb)
+        r = zx_of[phi] - q @ (q.T @ zx_of[phi])
+        rss = float(r @ r)
+        red = _best_candidate(q, r, phi, cands, set())[0]
+        c = min(_crit(n, rss, phi, k, 0, beta),
+                _crit(n, rss - red, phi, k, 1, beta) if red > pen * (rss - red) / n else np.inf)
+        if c < best_c:
+            best_phi, best_c = phi, c
+    phi, chosen, rss = best_phi, None, 0.0
+    for _ in range(2):
+        rss, new = _select(zx_of[phi], _whiten(basis, phi), n, phi, beta, cands)
         if new == chosen:
             break
         chosen = new
-    rss, _ = _rss(x, _design(basis, chosen), phi)
-    k = np.linalg.matrix_rank(basis)
-    crit = (n * np.log(max(rss, 1e-300) / n) - np.log(1.0 - phi**2)
-            + np.log(n) * (k + beta * len(chosen)))
-    return crit, chosen, phi, sigma, penalty, basis
+        design = _design(basis, chosen)
+        again = min(PHI_SEARCH, key=lambda f: _crit(n, _rss(x, design, f)[0], f, k,
+                                                   len(chosen), beta))
+        if again == phi:
+            break
+        phi = again
+    rss, chosen = _select(zx_of[phi], _whiten(basis, phi), n, phi, beta, cands)
+    return _crit(n, rss, phi, k, len(chosen), beta), chosen, phi, rss
 
 
 def fit(values: np.ndarray, steps: np.ndarray | None = None, beta: float = 4.0,
         min_size: int = 3) -> Fit:
-    """Trend plus changes of a finite series (see the module docstring)."""
+    """Trend plus changes of a finite series (see the module docstring): the trend, phi and
+    the changes minimizing n log(RSS/n) - log(1 - phi^2) + log(n) (k + beta m), with k trend
+    parameters and m changes (a BIC with beta/2 times its price per change)."""
     x = np.asarray(values, np.float64)
     n = len(x)
     steps = np.arange(n) if steps is None else np.asarray(steps, np.float64)
     if n < 2 * min_size + 2 or float(np.ptp(x)) == 0.0:
         return Fit([], np.full(n, float(np.mean(x)) if n else np.nan), 0.0, 0.0, 0.0)
     cands = _candidates(n, min_size)
-    best = min((_fit_with(x, steps, sp, beta, min_size, cands) for sp in TREND_OPTIONS),
-               key=lambda r: r[0])
-    _, chosen, phi, sigma, penalty, basis = best
+    zx_of = {phi: _whiten(x[:, None], phi)[:, 0] for phi in PHI_SEARCH}
+    best = None
+    for basis, k in _trend_options(x, steps):
+        crit, chosen, phi, rss = _fit_option(x, basis, k, beta, cands, zx_of)
+        if best is None or crit < best[0]:
+            best = (crit, chosen, phi, rss, basis)
+    _, chosen, phi, rss, basis = best
     design = _design(basis, chosen)
-    coef, *_ = np.linalg.lstsq(_whiten(design, phi), _whiten(x[:, None], phi)[:, 0], rcond=None)
+    coef, *_ = np.linalg.lstsq(_whiten(design, phi), zx_of[phi], rcond=None)
     k0 = basis.shape[1]
     changes = [Change(int(s + (length - 1) // 2), int(s), int(length), float(coef[k0 + j]))
                for j, (s, length) in enumerate(chosen)]
-    return Fit(changes, design @ coef, phi, sigma, penalty)
+    sigma = float(np.sqrt(rss / n))
+    return Fit(changes, design @ coef, phi, sigma, beta * sigma**2 * np.log(n))

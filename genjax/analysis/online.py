@@ -4,7 +4,9 @@ A sink: every row with probe item margins gets a per-family regime (bootstrap CI
 as offline), and a hop is reported as soon as a new decided regime has lasted
 `min_regime_steps` rows — the same definition `find_hops` applies offline. With
 `save_on_hop`, it asks the trainer for a checkpoint right after each hop, so checkpoints
-bracket every mode switch.
+bracket every mode switch: the trainer saves every requested checkpoint (orbax's interval check
+is bypassed, and a save that does not happen is reported), the state after the step in flight
+when the hop's row arrives. They count against `checkpoint.keep` like the others.
 """
 
 from __future__ import annotations

@@ -59,6 +59,10 @@ class StepContext:
     token_correct_BxT: jax.Array  # float32 1.0 where argmax == target
     loss_mask_BxT: jax.Array  # float32
     domain_B: jax.Array  # int32 domain id per row
+    # For gradient monitors (None in loops that do not provide them):
+    grads: Any = None  # the train loss's gradient before clipping, a pytree like params
+    updates: Any = None  # the update this step applies (new params - params), like params
+    batch: Any = None  # the train batch {inputs, targets, loss_mask, domain}
 
 
 ApplyFn = Callable[..., jax.Array]

@@ -8,7 +8,11 @@ from genjax.batching import EvalBatching
 from genjax.data import Data
 from genjax.hooks.base import Hook
 from genjax.hooks.domains import HeldoutHook, MemorizationHook, TrainDomainsHook
+from genjax.hooks.gradients import AttributionHook, NormsHook
+from genjax.hooks.layers import layer_labels
+from genjax.hooks.predictors import PredictorHook, heldout_rows, probe_rows
 from genjax.hooks.probes import ProbeError, ProbeHook, answer_tokens, load_probe_file
+from genjax.model import ModelConfig, abstract_model
 
 
 def probe_items(config, data: Data, note=None) -> list:
@@ -82,9 +86,12 @@ def eval_batching(config, shards: int) -> EvalBatching:
     return EvalBatching(micro_batch=micro, shards=shards)
 
 
-def build_hooks(config, data: Data, shards: int = 1, length_multiple: int = 1) -> list[Hook]:
+def build_hooks(config, data: Data, shards: int = 1, length_multiple: int = 1,
+                param_labels: tuple[str, ...] | None = None) -> list[Hook]:
     """The enabled hooks; `shards`: the size of the batch mesh axes their rows are split over;
-    `length_multiple`: the row length the model's attention needs (probe rows are padded)."""
+    `length_multiple`: the row length the model's attention needs (probe rows are padded);
+    `param_labels`: the model's layer groups (`genjax.hooks.layers.layer_labels`), by default
+    those of genjax's transformer of `config.model`."""
     h, names = config.hooks, data.names
     batching = eval_batching(config, shards)
     per_domain = lambda total: max(1, total // len(names))
@@ -106,4 +113,28 @@ def build_hooks(config, data: Data, shards: int = 1, length_multiple: int = 1) -
             h.heldout.batches * (h.heldout.batch_size or config.train.batch_size)))
         hooks.append(MemorizationHook(seen, fresh, last_index // config.train.batch_size,
                                       names, every=h.memorization.every, batching=batching))
+    if h.predictors.enabled:
+        hooks.append(predictor_hook(config, data, batching, length_multiple))
+    if h.attribution.enabled:
+        hooks.append(AttributionHook(data.heldout_rows(h.attribution.rows_per_domain), names,
+                                     shards, h.attribution.train_cosines, h.attribution.every))
+    if h.norms.enabled:
+        labels = param_labels or layer_labels(
+            abstract_model(ModelConfig.from_config(config.model))[1])
+        hooks.append(NormsHook(labels, every=h.norms.every))
     return hooks
+
+
+def predictor_hook(config, data: Data, batching: EvalBatching,
+                   length_multiple: int = 1) -> PredictorHook:
+    """`hooks.predictors` for genjax's transformer of `config.model` (its layer count and
+    parameter groups), on held-out rows or on probe items' correct continuations."""
+    p = config.hooks.predictors
+    if p.source == "probes":
+        rows = probe_rows(probe_items(config, data), data.tokenizer, p.examples,
+                          config.hooks.probes.prompt_len, length_multiple)
+    else:
+        rows = heldout_rows(data, p.examples)
+    groups = layer_labels(abstract_model(ModelConfig.from_config(config.model))[1])
+    return PredictorHook(rows, config.model.n_layers, groups, every=p.every,
+                         batching=batching, source=p.source)

@@ -26,8 +26,10 @@ from genjax.model.transformer import Constrain, ModelConfig, Transformer
 # carry `.token_stats(params, inputs_BxT, targets_BxT) -> (loss_BxT, correct_BxT)`
 ApplyFn = Callable[..., jax.Array]
 
-# Optional `apply` arguments a model may accept (keyword names of `ApplyFn`).
+# Optional `apply` arguments a model may accept (keyword names of `ApplyFn`), and
+# LAYER_OUTPUTS: `apply.layer_outputs(params, tokens_BxT) -> [L, B, T, D]` exists.
 POSITIONS, SHARED_PREFIX, LOGITS_AT = "positions", "shared_prefix", "logits_at"
+LAYER_OUTPUTS = "layer_outputs"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +64,10 @@ def make_apply(graphdef) -> ApplyFn:
     def token_stats(params, inputs_BxT, targets_BxT):
         return nnx.merge(graphdef, params).token_stats(inputs_BxT, targets_BxT)
 
-    apply.token_stats = token_stats
+    def layer_outputs(params, tokens_BxT):
+        return nnx.merge(graphdef, params).layer_outputs(tokens_BxT)
+
+    apply.token_stats, apply.layer_outputs = token_stats, layer_outputs
     return apply
 
 
@@ -100,7 +105,8 @@ def transformer(cfg: ModelConfig, constrain: Constrain | None = None,
     graphdef, _ = abstract_model(cfg, constrain, attend)
     return LanguageModel(init=lambda seed: init_model(cfg, seed, constrain, attend)[1],
                          apply=make_apply(graphdef), flops_per_token=cfg.flops_per_token,
-                         supports=frozenset({POSITIONS, SHARED_PREFIX, LOGITS_AT}))
+                         supports=frozenset({POSITIONS, SHARED_PREFIX, LOGITS_AT,
+                                             LAYER_OUTPUTS}))
 
 
 def from_nnx(make_module: Callable[[nnx.Rngs], nnx.Module],

@@ -202,6 +202,14 @@ class Transformer(nnx.Module):
     def hidden(self, tokens_BxT: jax.Array, positions_BxT: jax.Array | None = None,
                prefix: SharedPrefix | None = None) -> jax.Array:
         """Final-normed hidden states [B, T, D] in the compute dtype."""
+        return self.final_norm(self._trunk(tokens_BxT, positions_BxT, prefix)[0])
+
+    def layer_outputs(self, tokens_BxT: jax.Array) -> jax.Array:
+        """Every block's output (the residual stream after it), [L, B, T, D]."""
+        return self._trunk(tokens_BxT, None, None, keep_layers=True)[1]
+
+    def _trunk(self, tokens_BxT, positions_BxT, prefix, keep_layers: bool = False):
+        """(last residual stream [B, T, D], every block's output [L, B, T, D] or None)."""
         cfg, ct = self.cfg, jnp.dtype(self.cfg.compute_dtype)
         if positions_BxT is None:
             positions_BxT = jnp.broadcast_to(jnp.arange(tokens_BxT.shape[1]), tokens_BxT.shape)
@@ -218,13 +226,19 @@ class Transformer(nnx.Module):
                                          static_argnums=(0,), prevent_cse=not cfg.scan_layers)
         if cfg.scan_layers:
             block_graph, stacked_state = nnx.split(self.blocks)
-            x_BxTxD, _ = jax.lax.scan(
-                lambda x, layer_state: (apply_block(block_graph, layer_state, x), None),
-                x_BxTxD, stacked_state)
+
+            def body(x, layer_state):
+                x = apply_block(block_graph, layer_state, x)
+                return x, (x if keep_layers else None)
+
+            x_BxTxD, layers_LxBxTxD = jax.lax.scan(body, x_BxTxD, stacked_state)
         else:
+            layers = []
             for block in self.blocks:
                 x_BxTxD = apply_block(*nnx.split(block), x_BxTxD)
-        return self.final_norm(x_BxTxD)
+                layers.append(x_BxTxD)
+            layers_LxBxTxD = jnp.stack(layers) if keep_layers else None
+        return x_BxTxD, layers_LxBxTxD
 
     def unembedding(self) -> jax.Array:
         """The output projection [D, V] in the compute dtype."""

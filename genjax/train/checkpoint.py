@@ -9,8 +9,12 @@ and falls back to the newest one that restores, saying which.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import pathlib
 import shutil
+import sys
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -63,39 +67,46 @@ class Checkpointer:
         one's error is raised as a CheckpointError."""
         steps = sorted((s for s in self.all_steps() if at_most is None or s <= at_most),
                        reverse=True)
-        failed: list[tuple[int, BaseException]] = []
+        failed: list[tuple[int, BaseException, bytes]] = []
         for step in steps:
             error = None
-            try:
-                state, position = self.restore(abstract_state, step)
-            except Exception as e:  # noqa: BLE001 - orbax and tensorstore raise many kinds
-                error = e
+            with _captured_stderr() as captured:  # a failing restore floods stderr with
+                try:                              # asyncio tracebacks: kept, not shown
+                    state, position = self.restore(abstract_state, step)
+                except Exception as e:  # noqa: BLE001 - orbax and tensorstore raise many kinds
+                    error = e
+            if error is None:
+                os.write(2, captured[0])
             if _all_processes(error is None):
                 break
-            failed.append((step, error or CheckpointError("not restorable on another process")))
+            failed.append((step, error or CheckpointError("not restorable on another process"),
+                           captured[0] if error is not None else b""))
         else:
             if not failed:
                 return None
-            step, error = failed[0]
+            step, error, _ = failed[0]
             raise CheckpointError(f"cannot restore the checkpoint at step {step} in "
                                   f"{self.directory}: {_one_line(error)}") from error
         if failed:
-            moved = self._move_aside([s for s, _ in failed])
-            bad = ", ".join(f"step {s} ({_one_line(e, 120)})" for s, e in failed)
+            moved = self._move_aside(failed)
+            bad = ", ".join(f"step {s} ({_one_line(e, 120)})" for s, e, _ in failed)
             warn(f"warning: checkpoint {bad} in {self.directory} cannot be restored; moved to "
                  f"{moved}; resuming from the checkpoint at step {step}")
         return state, position, step
 
-    def _move_aside(self, steps: list[int]) -> pathlib.Path:
-        """Damaged checkpoints to `corrupt_checkpoints/<step>` (kept for inspection)."""
+    def _move_aside(self, failed: list[tuple[int, BaseException, bytes]]) -> pathlib.Path:
+        """Damaged checkpoints to `corrupt_checkpoints/<step>` (kept for inspection), with
+        what restoring them printed in `<step>.log`."""
         target = self.directory.parent / "corrupt_checkpoints"
         if jax.process_index() == 0:
             target.mkdir(parents=True, exist_ok=True)
-            for step in steps:
+            for step, error, output in failed:
                 dest, n = target / str(step), 1
                 while dest.exists():
                     dest, n = target / f"{step}.{n}", n + 1
                 shutil.move(str(self.directory / str(step)), str(dest))
+                dest.with_name(dest.name + ".log").write_bytes(
+                    f"{type(error).__name__}: {error}\n\n".encode() + output)
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
 
@@ -123,6 +134,24 @@ class Checkpointer:
 def abstract_like(tree: Any, shardings: Any) -> Any:
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                         tree, shardings)
+
+
+@contextlib.contextmanager
+def _captured_stderr():
+    """Redirects file descriptor 2 (Python's and C++'s stderr) to a temporary file; yields a
+    list that holds what was written, as bytes, once the body is done."""
+    sys.stderr.flush()
+    saved, captured = os.dup(2), []
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            captured.append(tmp.read())
 
 
 def _one_line(error: BaseException, limit: int = 300) -> str:

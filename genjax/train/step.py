@@ -97,6 +97,7 @@ def make_train_step(apply_fn: ApplyFn, tx: optax.GradientTransformation,
         if skip_nonfinite:  # keep the old params and optimizer state: the update is not applied
             params, opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
                                              (params, opt_state), (state.params, state.opt_state))
+            updates = jax.tree.map(lambda u: jnp.where(finite, u, jnp.zeros_like(u)), updates)
         metrics = {
             "train/loss": loss,
             "train/grad_norm": grad_norm,
@@ -106,7 +107,8 @@ def make_train_step(apply_fn: ApplyFn, tx: optax.GradientTransformation,
         }
         ctx = StepContext(step=state.step, token_loss_BxT=token_loss_BxT,
                           token_correct_BxT=token_correct_BxT,
-                          loss_mask_BxT=batch["loss_mask"], domain_B=batch["domain"])
+                          loss_mask_BxT=batch["loss_mask"], domain_B=batch["domain"],
+                          grads=grads, updates=updates, batch=batch)
         metrics.update(run_hooks(hooks, state.params, apply_fn, hook_data, ctx))
         new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state,
                                rng=state.rng)

@@ -29,6 +29,7 @@ from genjax import sharding as shd
 from genjax.config import ConfigDict, validate
 from genjax.data import Data, build_data
 from genjax.hooks.base import Hook, MetricSpec, check_capabilities
+from genjax.hooks.layers import layer_labels
 from genjax.hooks.monitor import Monitor
 from genjax.model import LanguageModel, ModelConfig, attention, transformer
 from genjax.optim import make_optimizer
@@ -130,7 +131,8 @@ class TrainProgram:
             from genjax.hooks.registry import build_hooks
 
             hooks = build_hooks(config, self.data, self.batch_shards,
-                                length_multiple=128 if self.attention == "splash" else 1)
+                                length_multiple=128 if self.attention == "splash" else 1,
+                                param_labels=layer_labels(abstract_params))
         self.hooks = list(hooks)
         check_capabilities(self.hooks, model)
         self.monitor = Monitor(self.hooks, self.mesh, self.batch_axes)
@@ -174,9 +176,10 @@ class TrainProgram:
     def _state_shardings(self, abstract_params) -> TrainState:
         repl = shd.replicated(self.mesh)
         opt_shapes = jax.eval_shape(self.tx.init, abstract_params)
+        masked = lambda x: isinstance(x, optax.MaskedNode)  # Muon's partitioned states
         opt_shardings = optax.tree_map_params(
-            self.tx, lambda _, s: s, opt_shapes, self.param_shardings,
-            transform_non_params=lambda _: repl)
+            self.tx, lambda x, s: x if masked(x) else s, opt_shapes, self.param_shardings,
+            transform_non_params=lambda _: repl, is_leaf=masked)
         return TrainState(step=repl, params=self.param_shardings, opt_state=opt_shardings,
                           rng=repl)
 
@@ -411,8 +414,10 @@ class Trainer:
             sharding = NamedSharding(flat, PartitionSpec("all"))
             local = sum(d.process_index == jax.process_index() for d in devices)
             reduce = jax.jit(jnp.max, out_shardings=NamedSharding(flat, PartitionSpec()))
-            self._vote_fn = lambda s: reduce(jax.make_array_from_process_local_data(
-                sharding, np.full((local,), s, np.int32), (len(devices),)))
+            flags = {s: jax.make_array_from_process_local_data(  # placed once: each vote is
+                sharding, np.full((local,), s, np.int32), (len(devices),))  # one small dispatch
+                for s in (0, *map(int, _StopSignals.SIGNALS))}
+            self._vote_fn = lambda s: reduce(flags[int(s)])
         agreed = int(vote) if vote is not None else 0
         return agreed, self._vote_fn(signum)
 

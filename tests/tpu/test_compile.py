@@ -309,8 +309,8 @@ def test_scanned_estimate_equals_unrolled_program():
 
 def splash_tiny(**model):
     """A bf16 step small enough to compile in seconds whose rows splash accepts (T = 256)."""
-    c = tiny(attention="splash", compute_dtype="bfloat16", d_model=64, head_dim=16,
-             loss_chunk=0, **model)
+    c = tiny(**{"attention": "splash", "compute_dtype": "bfloat16", "d_model": 64,
+                "head_dim": 16, "loss_chunk": 0, **model})
     c.train.seq_len = 256
     return c
 

@@ -31,6 +31,9 @@ def test_sharded_hooks_match_single_device(tiny_hooks_config, tmp_path):
     c.optim.clip_norm = 1e6
     c.hooks.probes.builtin_items = 7
     c.hooks.memorization.examples = 5
+    c.hooks.attribution.enabled = c.hooks.norms.enabled = True
+    c.hooks.attribution.train_cosines = True
+    c.hooks.attribution.rows_per_domain = 3  # 9 rows: padded per domain to 12 on 4 shards
     one, eight = MemorySink(), MemorySink()
     single = run(c, tmp_path / "one", sinks=[one])
     c.mesh.update(data=2, fsdp=2, tensor=2)
@@ -39,9 +42,9 @@ def test_sharded_hooks_match_single_device(tiny_hooks_config, tmp_path):
     rows = {h.name: len(jax.tree.leaves(h.data())[0]) for h in trainer.program.hooks
             if jax.tree.leaves(h.data())}
     sharded = trainer.run()
-    unpadded = {"heldout": 6, "probes": 21, "memorization": 6}
+    unpadded = {"heldout": 6, "probes": 21, "memorization": 6, "attribution": 9}
     assert all(n % 4 for n in unpadded.values())
-    assert {k: v > unpadded[k] for k, v in rows.items()} == dict.fromkeys(unpadded, True)
+    assert all(rows[k] > n and rows[k] % 4 == 0 for k, n in unpadded.items()), rows
     for data in trainer.hook_data:  # every row array split over data x fsdp, none replicated
         for x in jax.tree.leaves(data):
             assert x.sharding.spec[0] == ("data", "fsdp"), x.sharding
