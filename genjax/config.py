@@ -117,7 +117,8 @@ def base_config() -> ConfigDict:
                                fsync=False, overwrite=False, tensorboard=False,
                                wandb_project=""))
     c.analysis = ConfigDict(
-        dict(online_hops=False, save_on_hop=False, window=50, min_regime_steps=20)
+        dict(online_hops=False, save_on_hop=False, window=50, min_regime_steps=20,
+             spike_window=100, spike_sigmas=6.0)
     )
     return c
 
@@ -226,6 +227,8 @@ DESCRIPTIONS = {
     "analysis.save_on_hop": "checkpoint right after each detected hop",
     "analysis.window": "rows before a hop used by the attribution",
     "analysis.min_regime_steps": "rows a regime must last to count",
+    "analysis.spike_window": "steps of history for the online loss/grad-norm spike detector",
+    "analysis.spike_sigmas": "a spike exceeds the window's median by this many robust sigmas",
 }
 
 _OPEN_SECTIONS = ("data.domains", "hooks.probes.files")
@@ -293,13 +296,13 @@ _AT_LEAST_1 = ("train.steps", "train.batch_size", "train.seq_len", "train.grad_a
                "checkpoint.keep", "log.every", "stream.chunk_steps", "hooks.heldout.batches",
                "hooks.probes.seeds", "hooks.probes.max_items", "hooks.memorization.examples",
                "hooks.predictors.examples", "hooks.attribution.rows_per_domain",
-               "analysis.window", "analysis.min_regime_steps")
+               "analysis.window", "analysis.min_regime_steps", "analysis.spike_window")
 _AT_LEAST_0 = ("seed", "model.loss_chunk", "optim.warmup_steps", "data.prefetch",
                "hooks.micro_batch", "hooks.heldout.batch_size", "hooks.probes.builtin_items",
                "hooks.probes.shots", "hooks.probes.prompt_len", "hooks.probes.answer_len",
                "optim.weight_decay")
-_POSITIVE = ("optim.lr", "optim.eps", "optim.clip_norm", "model.rope_theta", "model.norm_eps",
-             "stream.flush_every_s")
+_POSITIVE = ("analysis.spike_sigmas", "optim.lr", "optim.eps", "optim.clip_norm",
+             "model.rope_theta", "model.norm_eps", "stream.flush_every_s")
 # key -> (low, high, brackets): "()" open, "[]" closed, "[)" half-open
 _INTERVALS = {"data.heldout_fraction": (0, 1, "()"), "optim.end_lr_fraction": (0, 1, "[]"),
               "optim.b1": (0, 1, "[)"), "optim.b2": (0, 1, "[)"),

@@ -71,11 +71,28 @@ def spline_basis(steps: np.ndarray, spacing: float = KNOT_SPACING) -> np.ndarray
     return basis
 
 
-def _orthonormal(a: np.ndarray, tol: float = 1e-9) -> np.ndarray:
-    if a.shape[1] == 0:
-        return a
-    q, s, _ = np.linalg.svd(a, full_matrices=False)
-    return q[:, s > tol * max(s[0], 1e-300)]
+def _orthonormal(a: np.ndarray, tol: float = 1e-11) -> np.ndarray:
+    """Orthonormal basis of the column space of a [n, p] (p small), from the eigenvectors of
+    its Gram matrix, twice for accuracy (LAPACK's SVD of a tall matrix is much slower, and
+    far slower still when BLAS threads compete for the cores)."""
+    for _ in range(2):
+        if a.shape[1] == 0:
+            return a
+        w, v = np.linalg.eigh(a.T @ a)
+        keep = w > tol * max(float(w.max()), 1e-300)
+        a = a @ (v[:, keep] / np.sqrt(w[keep]))
+    return a
+
+
+def _lstsq(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Least-squares coefficients of b on the columns of a (minimum norm if rank deficient)."""
+    w, v = np.linalg.eigh(a.T @ a)
+    keep = w > 1e-11 * max(float(w.max()), 1e-300)
+    return v[:, keep] @ ((v[:, keep].T @ (a.T @ b)) / w[keep])
+
+
+def _rank(a: np.ndarray) -> int:
+    return _orthonormal(a).shape[1]
 
 
 def _whiten(a: np.ndarray, phi: float) -> np.ndarray:
@@ -248,7 +265,7 @@ def _trend_options(x: np.ndarray, steps: np.ndarray) -> list[tuple[np.ndarray, i
         chosen.append(best[1])
         out.append((np.column_stack([const, decays[:, chosen]]), 1 + 2 * len(chosen)))
     spline = spline_basis(steps)
-    out.append((spline, int(np.linalg.matrix_rank(spline))))
+    out.append((spline, _rank(spline)))
     return out
 
 
@@ -303,7 +320,7 @@ def fit(values: np.ndarray, steps: np.ndarray | None = None, beta: float = 4.0,
             best = (crit, chosen, phi, rss, basis)
     _, chosen, phi, rss, basis = best
     design = _design(basis, chosen)
-    coef, *_ = np.linalg.lstsq(_whiten(design, phi), zx_of[phi], rcond=None)
+    coef = _lstsq(_whiten(design, phi), zx_of[phi])
     k0 = basis.shape[1]
     changes = [Change(int(s + (length - 1) // 2), int(s), int(length), float(coef[k0 + j]))
                for j, (s, length) in enumerate(chosen)]

@@ -84,10 +84,14 @@ class AttributionHook:
             per("attribution/grad_norm", "norm of g_d, the held-out loss gradient"),
         ]
         if self.train_cosines:
-            specs.append(MetricSpec("attribution/train_grad_cos", ("domain", "domain_b"),
-                                    (len(dom), len(dom)), "cosine between the train batch's "
-                                    "per-domain loss gradients",
-                                    labels={"domain": dom, "domain_b": dom}))
+            pair = lambda n, desc, dims: MetricSpec(n, dims, (len(dom), len(dom)), desc,
+                                                    labels=dict.fromkeys(dims, dom))
+            specs += [pair("attribution/train_grad_cos", "cosine between the train batch's "
+                           "per-domain loss gradients", ("domain", "train_domain")),
+                      pair("attribution/heldout_train_cos", "cosine of domain d's held-out "
+                           "gradient with train domain e's batch gradient (negative: "
+                           "training on e lowers d's held-out loss)",
+                           ("domain", "train_domain"))]
         return specs
 
     def data(self):
@@ -97,23 +101,29 @@ class AttributionHook:
         d = len(self.domains)
         by_domain = jax.tree.map(lambda x: x.reshape(d, self.per_domain, *x.shape[1:]), data)
         update_sq = tree_dot(ctx.updates, ctx.updates)
+        train_grads = None
+        if self.train_cosines:  # the train batch's per-domain gradients: D backward passes
+            per_domain, vjp = jax.vjp(lambda p: _mean_loss(apply_fn, p, ctx.batch, d), params)
+            train_grads = jax.vmap(vjp)(jnp.eye(d, dtype=per_domain.dtype))[0]
 
         def one_domain(rows):
             g = jax.grad(lambda p: _mean_loss(apply_fn, p, rows))(params)
-            return tree_dot(g, ctx.updates), tree_dot(g, g)
+            with_train = (jax.vmap(lambda t: tree_dot(g, t))(train_grads)
+                          if train_grads is not None else jnp.zeros(d))
+            return tree_dot(g, ctx.updates), tree_dot(g, g), with_train
 
-        dot_D, sq_D = jax.lax.map(one_domain, by_domain)
+        dot_D, sq_D, heldout_train_DxD = jax.lax.map(one_domain, by_domain)
         out = {"attribution/predicted_change": dot_D,
                "attribution/update_cos": _cos(dot_D, sq_D, update_sq),
                "attribution/grad_norm": jnp.sqrt(sq_D)}
         if self.train_cosines:
-            per_domain, vjp = jax.vjp(
-                lambda p: _mean_loss(apply_fn, p, ctx.batch, d), params)
-            grads = jax.vmap(vjp)(jnp.eye(d, dtype=per_domain.dtype))[0]
-            gram_DxD = sum(jnp.einsum("i...,j...->ij", x.astype(jnp.float32),
-                                      x.astype(jnp.float32)) for x in jax.tree.leaves(grads))
-            norms_D = jnp.sqrt(jnp.maximum(jnp.diag(gram_DxD), 1e-30))
-            out["attribution/train_grad_cos"] = gram_DxD / jnp.outer(norms_D, norms_D)
+            gram_DxD = jax.vmap(lambda a: jax.vmap(lambda b: tree_dot(a, b))(train_grads))(
+                train_grads)
+            train_sq_D = jnp.diag(gram_DxD)
+            out["attribution/train_grad_cos"] = _cos(gram_DxD, train_sq_D[:, None],
+                                                     train_sq_D[None, :])
+            out["attribution/heldout_train_cos"] = _cos(heldout_train_DxD, sq_D[:, None],
+                                                        train_sq_D[None, :])
         return out
 
 

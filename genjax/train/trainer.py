@@ -26,6 +26,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from genjax import sharding as shd
+from genjax.analysis.spikes import SPIKE_SCHEMA, WATCHED, SpikeDetector
 from genjax.config import ConfigDict, validate
 from genjax.data import Data, build_data
 from genjax.hooks.base import Hook, MetricSpec, check_capabilities
@@ -35,7 +36,7 @@ from genjax.model import LanguageModel, ModelConfig, attention, transformer
 from genjax.optim import make_optimizer
 from genjax.perf import peak_flops
 from genjax.stream.sinks import Sink
-from genjax.stream.store import StreamError
+from genjax.stream.store import StreamError, TensorStoreSink
 from genjax.train import resume
 from genjax.train.checkpoint import Checkpointer, abstract_like
 from genjax.train.progress import Progress
@@ -233,7 +234,8 @@ class Trainer:
         self.program = TrainProgram(config, **program_kwargs)
         self.config, self.data = self.program.config, self.program.data
         self.sinks = list(sinks)
-        self.schema = [*self.program.schema, *HOST_SCHEMA]  # what the sinks receive
+        self.schema = [*self.program.schema, *HOST_SCHEMA, *SPIKE_SCHEMA]  # what sinks get
+        self.spikes = SpikeDetector(config.analysis.spike_window, config.analysis.spike_sigmas)
         self._skipped = 0  # updates skipped as not finite, through the last emitted row
         self._progress: Progress | None = None
         self.hook_data = self.program.place_hook_data()
@@ -321,6 +323,7 @@ class Trainer:
             sink.open(self.schema, self.run_meta(), start)
             if getattr(sink, "warning", ""):
                 progress.message(f"warning: {sink.warning}")
+        self._prime_spikes(start)
         batches = self.data.train_batches(cfg.train.batch_size, start, jax.process_index(),
                                           jax.process_count(), cfg.data.prefetch)
         losses: dict[int, float] = {}
@@ -448,16 +451,35 @@ class Trainer:
         skip = self.config.train.on_nonfinite == "skip"
         self._skipped += int(bad and skip)
         row["train/skipped_updates"] = np.float32(self._skipped)
+        self.spikes.update(step, row)
         losses[step] = float(row["train/loss"])
         for sink in self.sinks:
             sink.write(step, row)
         progress.update(step, losses[step])
+        for flag, source in WATCHED.items():
+            if row[flag]:
+                progress.message(f"spike: step {step}: {source} {float(row[source]):.4g}")
         if bad and skip and (self._skipped <= 10 or self._skipped % 100 == 0):
             progress.message(f"warning: step {step}: loss or gradient not finite, update "
                              f"skipped ({self._skipped} so far)")
         if bad and not skip:
             raise NonFiniteError(step, float(row["train/loss"]),
                                  float(row.get("train/grad_norm", np.nan)))
+
+    def _prime_spikes(self, start: int) -> None:
+        """A resumed run's spike window: the stored rows just before `start`."""
+        from genjax.stream.store import read
+
+        stores = [s for s in self.sinks if isinstance(s, TensorStoreSink)]
+        if not start or not stores:
+            return
+        try:
+            run = read(stores[0].url)
+        except StreamError:
+            return
+        before = run.steps < start
+        self.spikes.prime({source: run.metrics[source].values[before]
+                           for source in WATCHED.values() if source in run.metrics})
 
     def _checkpoint_requested(self) -> bool:
         """A sink (e.g. the online hop detector) may ask for a checkpoint now."""

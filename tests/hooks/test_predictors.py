@@ -10,6 +10,7 @@ from flax import nnx
 from genjax.batching import EvalBatching
 from genjax.config import load
 from genjax.data import build_data
+from genjax.hooks.base import HookError
 from genjax.hooks.predictors import PredictorHook
 from genjax.hooks.probes import answer_tokens
 from genjax.hooks.registry import build_hooks, predictor_hook, probe_items
@@ -19,10 +20,10 @@ from tests.conftest import CONFIGS
 
 ROWS = 6  # not a multiple of 4: with shards=4 the hook pads to 8 rows
 # float32 hook vs float64 numpy on the tiny model (measured max abs errors in the comments).
-SPECTRAL_TOL = 1e-4  # rankme / participation ratio in [1, 6]: measured 6.2e-6
-GRAD_TOL = 1e-5  # log trace, top eig / trace, mean |cos|: measured 9.5e-7
-SHARDED_TOL = 1e-5  # 1 vs 8 devices, every metric of 3 steps: measured 1.9e-6
-SCAN_TOL = 1e-4  # scanned vs looped blocks, same params: measured 4.8e-6
+SPECTRAL_TOL = 5e-6  # rankme / participation ratio (values 3-6): measured 3.4e-7
+GRAD_TOL = 1e-5  # log trace (values 0-6), top eig / trace, mean |cos|: measured 1.4e-6
+SHARDED_TOL = 1e-5  # 1 vs 8 devices, every predictor metric: measured 4.8e-7
+SCAN_TOL = 5e-6  # scanned vs looped blocks, same params: measured 2.4e-7
 
 
 def _setup(tiny_config, shards=4, micro_batch=4, source="heldout", scan=False):
@@ -202,7 +203,6 @@ def test_registry_and_refusals(tiny_config):
     c, data, hook, model = _setup(tiny_config, shards=1, micro_batch=0)
     built = [h for h in build_hooks(c, data) if isinstance(h, PredictorHook)]
     assert len(built) == 1 and built[0].requires == {"layer_outputs"}
-    from genjax.hooks.base import HookError
     with pytest.raises(HookError, match="at least 2 rows"):
         PredictorHook({k: v[:1] for k, v in hook.rows.items()}, 2, hook.param_groups)
     wrong = PredictorHook(hook.rows, 2, ("layer_0", "embed"))
