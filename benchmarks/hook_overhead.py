@@ -12,13 +12,19 @@ Variants, timed side by side in interleaved rounds on the same device-resident b
   e  separate_sync    the naive loop: separate eval call and a host read (`float()`) of every
                       value every step, as most trainers log
   f  eval_alone       the eval call by itself: the eval's own cost
+  g  attribution      the attribution hook alone (`hooks.attribution`, per-domain held-out
+                      gradients against the applied update) fused, every step
+  g10 attribution_every10  the same at `every=10` (`lax.cond`)
+  h  norms            the per-layer weight/grad/update norms hook alone, every step
 The separate eval (d, e, f) runs exactly the fused hooks through `run_hooks`, so it does the
 same eval forward passes. The fused hooks reuse the train step's per-token losses (train-domain
 metrics, held-out gap); the separate call gets zeros in their place instead of recomputing
 them, which spares it a forward pass: the comparison favours the alternatives.
 
 Per grid point: flop_bound = analytic eval-forward FLOPs / train-step FLOPs (~ eval tokens / (3
-train tokens)), eval_alone = f/a, and each variant's overhead t/a - 1. Also: the probe hook's
+train tokens)), eval_alone = f/a, and each variant's overhead t/a - 1. The attribution hook's
+bound is one forward and one backward over its held-out rows, 3x their forward FLOPs (/10 at
+every=10); the norms hook's is 0 (reductions only). Also: the probe hook's
 shared-prompt scoring ([prompt | correct | incorrect] in one row) against two separate
 teacher-forced passes of the same items, with prompts 4x longer than the continuations.
 
@@ -82,6 +88,20 @@ def set_probe_items(config, data: Data, items: int) -> None:
     config.hooks.probes.builtin_items = max(1, math.ceil(items / families))
 
 
+ATTR_EVERY = 10  # the attribution hook's every-N variant (the issue's target)
+
+
+def gradient_config(point: Point, hook: str, every: int, batch_size: int = 16,
+                    seq_len: int = 64):
+    """Only `hooks.<hook>` on (attribution: its defaults, 8 held-out rows per domain)."""
+    c = common.bench_config(point.size, point.domains, batch_size, seq_len)
+    for name in ("heldout", "train_domains", "probes", "memorization"):
+        c.hooks[name].enabled = False
+    c.hooks[hook].enabled = True
+    c.hooks[hook].every = every
+    return c
+
+
 def eval_forward_flops(program: TrainProgram) -> tuple[float, int]:
     """(analytic forward FLOPs, tokens) of every hook's eval rows ("inputs" or "tokens")."""
     flops, tokens = 0.0, 0
@@ -126,6 +146,18 @@ class Bench:
         self.eval_flops, self.eval_tokens = eval_forward_flops(self.fused)
         self.train_tokens = c.batch_size * c.seq_len
         self.probe_items = sum(len(h.items) for h in self.fused.hooks if h.name == "probes")
+        # the gradient monitors, each alone (on the same data and model as the others)
+        self.attribution = TrainProgram(gradient_config(point, "attribution", 1), data=data,
+                                        devices=devices)
+        self.attribution_n = TrainProgram(gradient_config(point, "attribution", ATTR_EVERY),
+                                          data=data, devices=devices)
+        self.norms = TrainProgram(gradient_config(point, "norms", 1), data=data,
+                                  devices=devices)
+        self.attr_data = self.attribution.place_hook_data()
+        self.attr_data_n = self.attribution_n.place_hook_data()
+        self.norms_data = self.norms.place_hook_data()
+        attr_flops, self.attr_tokens = eval_forward_flops(self.attribution)
+        self.attr_bound = 3.0 * attr_flops / self.train_flops  # forward + backward
 
     def variants(self) -> dict[str, common.RunSteps]:
         b = self
@@ -137,6 +169,9 @@ class Bench:
             "separate_async": b.separate(sync=False),
             "separate_sync": b.separate(sync=True),
             "eval_alone": b.eval_alone(),
+            "attribution": b.loop(b.attribution, b.attr_data),
+            "attribution_every10": b.loop(b.attribution_n, b.attr_data_n),
+            "norms": b.loop(b.norms, b.norms_data),
         }
 
     def temp_mb(self) -> dict[str, float]:
@@ -149,7 +184,10 @@ class Bench:
         bare, fused = step_mb(self.bare), step_mb(self.fused)
         return {"no_hooks": bare, "fused": fused, "fused_every_n": step_mb(self.every_n),
                 "two_programs": fused, "separate_async": max(bare, eval_mb),
-                "separate_sync": max(bare, eval_mb), "eval_alone": eval_mb}
+                "separate_sync": max(bare, eval_mb), "eval_alone": eval_mb,
+                "attribution": step_mb(self.attribution),
+                "attribution_every10": step_mb(self.attribution_n),
+                "norms": step_mb(self.norms)}
 
     def _next_batch(self, box: dict[str, Any]) -> int:
         box["i"] += 1
@@ -231,7 +269,8 @@ class Bench:
 def measure_point(bench: Bench, rounds: int, steps: int,
                   info: dict[str, Any]) -> tuple[list[common.Row], common.Row]:
     """Rows (one per variant) and the summary line of one grid point."""
-    steps = math.ceil(steps / bench.every) * bench.every  # whole every-N periods per round
+    period = math.lcm(bench.every, ATTR_EVERY)
+    steps = math.ceil(steps / period) * period  # whole every-N periods per round
     samples = common.interleaved(bench.variants(), rounds, steps)
     ms = {k: s.ms for k, s in samples.items()}
     temp = bench.temp_mb()
@@ -244,7 +283,8 @@ def measure_point(bench: Bench, rounds: int, steps: int,
              "train_tokens": bench.train_tokens, "eval_tokens": bench.eval_tokens,
              "every_n": bench.every}
     bounds = {"no_hooks": 0.0, "fused_every_n": bound / bench.every,
-              "two_programs": bound / bench.every}
+              "two_programs": bound / bench.every, "attribution": bench.attr_bound,
+              "attribution_every10": bench.attr_bound / ATTR_EVERY, "norms": 0.0}
     rows = []
     for name, s in samples.items():
         rows.append({"table": "hooks", **point, "variant": name, **s.summary(),
@@ -263,10 +303,16 @@ def measure_point(bench: Bench, rounds: int, steps: int,
                "eval_alone_cpu": common.ratio(common.median(samples["eval_alone"].cpu_ms),
                                               common.median(samples["no_hooks"].cpu_ms)),
                "fused_faults": common.median(samples["fused"].page_faults),
-               "fused_temp": temp["fused"], "separate_temp": temp["separate_sync"]}
+               "fused_temp": temp["fused"], "separate_temp": temp["separate_sync"],
+               "attr_tokens": bench.attr_tokens, "attr_bound": bench.attr_bound,
+               "attr_every10_throughput": common.ratio(base, ms["attribution_every10"]),
+               "attr_cpu_over": common.ratio(common.median(samples["attribution"].cpu_ms),
+                                             common.median(samples["no_hooks"].cpu_ms)) - 1}
     summary["target_fused"] = over["fused"] <= eval_alone + 0.03
     summary["target_order"] = ms["fused"] <= min(ms["separate_async"], ms["separate_sync"])
     summary["target_fused_cpu"] = summary["fused_cpu_over"] <= summary["eval_alone_cpu"] + 0.03
+    summary["target_attribution"] = over["attribution"] <= bench.attr_bound + 0.03
+    summary["target_attr_every10"] = summary["attr_every10_throughput"] >= 0.9
     return rows, summary
 
 
@@ -282,6 +328,16 @@ SUMMARY_COLUMNS = (
     ("fused_faults", "b faults", ".0f"), ("fused_temp", "b temp MiB", ".1f"),
     ("separate_temp", "e temp MiB", ".1f"), ("target_fused", "b<=f/a+3pp", ""),
     ("target_fused_cpu", "cpu: b<=f/a+3pp", ""), ("target_order", "b<=d,e", ""),
+)
+
+GRADIENT_COLUMNS = (
+    ("size", "model", "s"), ("domains", "D", "d"), ("attr_tokens", "attr tok", "d"),
+    ("no_hooks_ms", "a ms", ".1f"), ("attr_bound", "attr FLOP bound", ".2f"),
+    ("attribution_over", "g attr", ".1%"), ("attr_cpu_over", "g cpu", ".1%"),
+    ("attribution_every10_over", "g10 every 10", ".1%"),
+    ("attr_every10_throughput", "g10 throughput", ".3f"), ("norms_over", "h norms", ".1%"),
+    ("fused_over", "b fused", ".1%"), ("target_attribution", "g<=bound+3pp", ""),
+    ("target_attr_every10", "g10>=0.9", ""),
 )
 
 
@@ -374,9 +430,13 @@ def main(argv: Sequence[str] | None = None) -> list[common.Row]:
         rows += point_rows
         summaries.append(summary)
         common.print_table([summary], SUMMARY_COLUMNS[:9] + SUMMARY_COLUMNS[12:14])
+        common.print_table([summary], GRADIENT_COLUMNS)
     common.print_table(summaries, SUMMARY_COLUMNS,
                        "step-time overhead vs no hooks (a); b fused, c every-N (lax.cond), "
                        "c2 every-N (two programs), d separate+async, e separate+float()")
+    common.print_table(summaries, GRADIENT_COLUMNS,
+                       "gradient monitors alone vs no hooks (a): g attribution every step, "
+                       f"g10 every {ATTR_EVERY} (throughput a/g10), h norms every step")
     probe_rows = []
     for size, answer_len in probe_grid:
         probe_rows += probe_sharing(size, answer_len, args.probe_items, rounds, steps,

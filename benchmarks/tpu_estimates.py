@@ -22,8 +22,13 @@ import sys
 import time
 
 from genjax.config import load
-from genjax.tpu.compile import (DEFAULT_KERNEL_EFFICIENCY, CompileError, GiB, compile_report,
-                                parse_topology)
+from genjax.tpu.compile import (
+    DEFAULT_KERNEL_EFFICIENCY,
+    CompileError,
+    GiB,
+    compile_report,
+    parse_topology,
+)
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 DEFAULT_RUNS = ("gpt2_124m@v5e:4x4,gpt2_124m@v5p-8,llama_1b@v5p-8,llama_1b@v5e-256,"

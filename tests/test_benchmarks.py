@@ -36,7 +36,7 @@ def test_hook_overhead(tmp_path):
     hooks = [r for r in rows if r["table"] == "hooks"]
     assert {r["variant"] for r in hooks} == {
         "no_hooks", "fused", "fused_every_n", "two_programs", "separate_async",
-        "separate_sync", "eval_alone"}
+        "separate_sync", "eval_alone", "attribution", "attribution_every10", "norms"}
     check_rows_subset(hooks, hook_overhead.REQUIRED)
     probes = [r for r in rows if r["table"] == "probe_sharing"]
     assert {r["variant"] for r in probes} == {"probe_shared", "probe_two_passes"}

@@ -10,7 +10,9 @@ Each kind is a training domain with a matching held-out split and contrastive pr
   - pattern_arithmetic: lists of (a + b) mod p problems whose answers sometimes follow a
     shallow pattern (one repeated answer, answers counting up, labels flipped); probes set
     each pattern against the correct computation (the mode-hopping families of Wen et al.).
-Every answer is a single byte-level token, so answer-token accuracy is exact-match accuracy.
+Every answer is a single byte-level token, so answer-token accuracy is exact-match accuracy,
+and no probe answer is a prefix of the other: probe answers are scored without a terminator
+(in these configs a problem ends its row, so nothing after an answer is ever trained on).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class ModularSymbols(SyntheticDomain):
 
     kind = "modular_symbols"
     options = {"modulus": 59, "loss_on": "answer"}
+    probe_terminator = ""  # one-token answers (see the module docstring)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -89,6 +92,7 @@ class EpisodeDomain(SyntheticDomain):
     not only on the query's; "answer" and "all" mean what they mean for any domain."""
 
     line_sep = "\n"
+    probe_terminator = ""  # one-token answers (see the module docstring)
 
     def answer_mask(self, text: str) -> list[float]:
         """1.0 on the tokens of every line's answer (the text after its last space)."""
@@ -323,14 +327,14 @@ class PatternArithmetic(EpisodeDomain):
                     if pattern != c:
                         break
                 query = self.line(a, b, c)
-                return ProbeItem(f"arith_{mode}", self.demos(demos) + query.prompt,
+                return ProbeItem(mode, self.demos(demos) + query.prompt,
                                  query.answer, SYMBOLS[pattern])
             return make
 
         return {
-            "arith_repeat": family("repeat", lambda ans, c: ans[-1]),
-            "arith_successive": family("successive", lambda ans, c: (ans[-1] + 1) % self.p),
-            "arith_flipped": family("flipped", lambda ans, c: self.flip(c)),
+            "repeat": family("repeat", lambda ans, c: ans[-1]),
+            "successive": family("successive", lambda ans, c: (ans[-1] + 1) % self.p),
+            "flipped": family("flipped", lambda ans, c: self.flip(c)),
         }
 
 

@@ -775,7 +775,7 @@ def format_report(report: dict[str, Any]) -> str:
         row("est. roofline time", "est_roofline_seconds", _seconds),
         row("est. program FLOPs / model FLOPs", "est_program_flops_vs_model", _ratio),
         row("est. MFU (model FLOPs / time / peak)", "est_mfu", _pct),
-        row("peak memory", "peak_memory_bytes_per_chip", lambda x: _si(x, "B"),
+        row("peak memory", "peak_memory_bytes_per_chip", lambda x: f"{x / GiB:.2f} GiB",
             "memory_share"),
         row("compile time (this machine)", "compile_seconds", lambda x: f"{x:.1f} s"),
         row("  unrolled estimate's compile time", "estimate_compile_seconds",
