@@ -38,6 +38,7 @@ _API = {
     "build_hooks": ("genjax.hooks.registry", "build_hooks"),
     # the metric stream
     "Sink": ("genjax.stream.sinks", "Sink"),
+    "BaseSink": ("genjax.stream.sinks", "BaseSink"),
     "MemorySink": ("genjax.stream.sinks", "MemorySink"),
     "TensorStoreSink": ("genjax.stream.store", "TensorStoreSink"),
     "RowFetcher": ("genjax.stream.rows", "RowFetcher"),

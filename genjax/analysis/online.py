@@ -26,9 +26,10 @@ from genjax.analysis.regimes import (
     item_groups,
     regime_track,
 )
+from genjax.stream.sinks import BaseSink
 
 
-class OnlineHopDetector:
+class OnlineHopDetector(BaseSink):
     """Sink that detects regime hops per probe family as rows arrive."""
 
     def __init__(self, min_regime_steps: int = 20, seed: int = 0, save_on_hop: bool = False,

@@ -97,10 +97,15 @@ class Data:
         return stack(picked), index - 1
 
     def probe_items(self, n_per_family: int) -> list[ProbeItem]:
-        items = []
+        """`n_per_family` items of every built-in family, named `DOMAIN/FAMILY`."""
+        items, seen = [], set()
         for d in self.domains:
             for family in d.probe_families():
-                items += d.probe_items(family, n_per_family, self.seed)
+                batch = d.probe_items(family, n_per_family, self.seed)
+                if batch and batch[0].family in seen:
+                    raise DataError(f"probe family {batch[0].family!r} is defined twice")
+                seen.add(batch[0].family if batch else family)
+                items += batch
         return items
 
 

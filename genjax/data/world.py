@@ -142,6 +142,9 @@ class BurstyICL(EpisodeDomain):
       - icl_vs_iwl: a trained class shown with another label than its memorized one, which
         the other class carries: the context's label vs the memorized label (accuracy > 0.5:
         the context wins; < 0.5: the weights win).
+    In iwl and icl_vs_iwl both answers are labels of classes drawn from the same Zipf law, so
+    label frequency alone (a unigram model) scores 0.5 (labels of frequent classes would
+    otherwise favour the memorized answer).
     """
 
     kind = "bursty_icl"
@@ -230,20 +233,27 @@ class BurstyICL(EpisodeDomain):
             prompt = self._episode(self._two_way(rng, (u, lu), (v, lv)), u, lu).prompt
             return ProbeItem("icl_novel", prompt, lu, lv)
 
+        def two_labels(rng) -> tuple[int, int]:
+            """Two classes drawn independently from the Zipf law, until their labels differ:
+            either label is as likely to be the correct answer as the other, so a model that
+            knows only how often each label occurs sits at chance."""
+            while True:
+                q, b = self._draw(rng, 2)
+                if self.labels[q] != self.labels[b]:
+                    return q, b
+
         def iwl(rng, shots):
-            q = self._draw(rng, 1)[0]
+            q, b = two_labels(rng)
             a = self._with_label(rng, self.labels[q], True, q)
-            b = self._with_label(rng, self.labels[q], False, q)
             context = self._two_way(rng, (self.classes[a], self.labels[a]),
                                     (self.classes[b], self.labels[b]))
             prompt = self._episode(context, self.classes[q], self.labels[q]).prompt
             return ProbeItem("iwl", prompt, self.labels[q], self.labels[b])
 
         def icl_vs_iwl(rng, shots):
-            q = self._draw(rng, 1)[0]
+            q, other = two_labels(rng)
+            swapped = self.labels[other]
             d = self._with_label(rng, self.labels[q], True, q)
-            swapped = str((int(self.labels[q]) + 1 + int(rng.integers(num_labels - 1)))
-                          % num_labels)
             context = self._two_way(rng, (self.classes[q], swapped),
                                     (self.classes[d], self.labels[d]))
             prompt = self._episode(context, self.classes[q], swapped).prompt

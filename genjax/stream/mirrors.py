@@ -8,6 +8,8 @@ import math
 
 import numpy as np
 
+from genjax.stream.sinks import BaseSink
+
 
 def scalar_items(schema, row) -> dict[str, float]:
     """`name` for scalars and `name/label` for 1-D metrics (per-item arrays are left out)."""
@@ -22,7 +24,7 @@ def scalar_items(schema, row) -> dict[str, float]:
     return {k: v for k, v in out.items() if math.isfinite(v)}
 
 
-class TensorBoardSink:
+class TensorBoardSink(BaseSink):
     def __init__(self, logdir: str):
         from tensorboardX import SummaryWriter
 
@@ -42,7 +44,7 @@ class TensorBoardSink:
         self.writer.close()
 
 
-class WandbSink:
+class WandbSink(BaseSink):
     def __init__(self, project: str, run_dir: str):
         import wandb
 

@@ -39,6 +39,7 @@ import numpy as np
 import tensorstore as ts
 
 from genjax.hooks.base import MetricSpec
+from genjax.stream.sinks import BaseSink
 
 SPECIAL = ("step", "tokens_seen")
 FLUSH_BUDGET = 0.0025  # time-based hand-offs may keep the writer busy this share of wall time
@@ -86,7 +87,7 @@ def _array_spec(url: str, name: str, dims: Sequence[str], shape: Sequence[int], 
     }
 
 
-class TensorStoreSink:
+class TensorStoreSink(BaseSink):
     """Writes rows to a zarr3 store in the background; process 0 only (caller's choice)."""
 
     def __init__(self, path: str | pathlib.Path, chunk_steps: int = 4096,

@@ -17,6 +17,7 @@ import jax
 from genjax.analysis.online import OnlineHopDetector
 from genjax.config import ConfigDict
 from genjax.stream.mirrors import TensorBoardSink, WandbSink
+from genjax.stream.sinks import BaseSink
 from genjax.stream.store import TensorStoreSink
 from genjax.train.trainer import Interrupted, NonFiniteError, Trainer, TrainResult
 
@@ -24,7 +25,7 @@ NONFINITE_EXIT = 3
 TEST_SIGNAL_ENV = "GENJAX_TEST_SIGNAL_AT"
 
 
-class SignalAtStep:
+class SignalAtStep(BaseSink):
     """Test-only sink (added when $GENJAX_TEST_SIGNAL_AT is set, e.g. "12:SIGTERM" or
     "5:SIGINT,6:SIGINT" or "9:SIGKILL@1"): sends each signal to this process when the row of
     its step arrives (on process P only with @P), so tests stop a real run at a fixed step."""
@@ -37,18 +38,9 @@ class SignalAtStep:
             if not proc or int(proc) == jax.process_index():
                 self.at.setdefault(int(where), []).append(int(signal.Signals[name.strip()]))
 
-    def open(self, schema, meta, start_step):
-        pass
-
     def write(self, step, row):
         for signum in self.at.pop(step, []):
             os.kill(os.getpid(), signum)
-
-    def flush(self):
-        pass
-
-    def close(self):
-        pass
 
 
 def run_training(config: ConfigDict, workdir: str | pathlib.Path,

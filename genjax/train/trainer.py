@@ -35,7 +35,7 @@ from genjax.hooks.monitor import Monitor
 from genjax.model import LanguageModel, ModelConfig, attention, transformer
 from genjax.optim import make_optimizer
 from genjax.perf import peak_flops
-from genjax.stream.sinks import Sink
+from genjax.stream.sinks import Sink, check_sink
 from genjax.stream.store import StreamError, TensorStoreSink
 from genjax.train import resume
 from genjax.train.checkpoint import Checkpointer, abstract_like
@@ -233,7 +233,7 @@ class Trainer:
         self.workdir = prepare_workdir(workdir)
         self.program = TrainProgram(config, **program_kwargs)
         self.config, self.data = self.program.config, self.program.data
-        self.sinks = list(sinks)
+        self.sinks = [check_sink(s) for s in sinks]
         self.schema = [*self.program.schema, *HOST_SCHEMA, *SPIKE_SCHEMA]  # what sinks get
         self.spikes = SpikeDetector(config.analysis.spike_window, config.analysis.spike_sigmas)
         self._skipped = 0  # updates skipped as not finite, through the last emitted row
@@ -321,7 +321,7 @@ class Trainer:
             progress.message(f"resumed from checkpoint at step {start} in {self.workdir}")
         for sink in self.sinks:
             sink.open(self.schema, self.run_meta(), start)
-            if getattr(sink, "warning", ""):
+            if sink.warning:
                 progress.message(f"warning: {sink.warning}")
         self._prime_spikes(start)
         batches = self.data.train_batches(cfg.train.batch_size, start, jax.process_index(),
@@ -393,8 +393,7 @@ class Trainer:
     def _first_missing_row(self, start: int) -> int | None:
         """The first step before `start` whose row a durable sink lacks (all processes agree:
         only process 0 has the store)."""
-        gaps = [sink.first_missing_row(self.schema, start) for sink in self.sinks
-                if hasattr(sink, "first_missing_row")]
+        gaps = [sink.first_missing_row(self.schema, start) for sink in self.sinks]
         gap = min((g for g in gaps if g is not None), default=-1)
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
@@ -432,7 +431,7 @@ class Trainer:
         self.checkpointer.wait()
         notes = [f"checkpoint saved at step {final}"]
         for sink in self.sinks:
-            rows = sink.unwritten() if hasattr(sink, "unwritten") else None
+            rows = sink.unwritten()
             if rows is not None:
                 first, last = int(rows["step"][0]), int(rows["step"][-1])
                 dump = self.workdir / f"unwritten_metrics_{first}-{last}.npz"
@@ -483,7 +482,7 @@ class Trainer:
 
     def _checkpoint_requested(self) -> bool:
         """A sink (e.g. the online hop detector) may ask for a checkpoint now."""
-        asked = [s for s in self.sinks if getattr(s, "checkpoint_requested", False)]
+        asked = [s for s in self.sinks if s.checkpoint_requested]
         for sink in asked:
             sink.checkpoint_requested = False
         return bool(asked)

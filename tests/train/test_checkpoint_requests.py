@@ -2,27 +2,19 @@
 
 import jax
 
+from genjax.stream.sinks import BaseSink
 from genjax.train.trainer import Trainer
 
 
-class AskAtStep:
+class AskAtStep(BaseSink):
     """Requests a checkpoint when it receives the row of `step`."""
 
     def __init__(self, step):
         self.step, self.checkpoint_requested = step, False
 
-    def open(self, schema, meta, start_step):
-        pass
-
     def write(self, step, row):
         if step == self.step:
             self.checkpoint_requested = True
-
-    def flush(self):
-        pass
-
-    def close(self):
-        pass
 
 
 def test_sink_checkpoint_request_is_honoured(tiny_config, tmp_path):

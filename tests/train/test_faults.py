@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from genjax.config import load
-from genjax.stream import TensorStoreSink, read
+from genjax.stream import BaseSink, TensorStoreSink, read
 from genjax.train.checkpoint import CheckpointError
 from genjax.train.trainer import NonFiniteError, Trainer
 from tests.conftest import CONFIGS, ROOT
@@ -270,23 +270,14 @@ def test_no_restorable_checkpoint_stops_and_moves_nothing(tmp_path):
 
 
 # ------------------------------------------------------------------ hop checkpoints
-class AskAt:
+class AskAt(BaseSink):
     """Asks for a checkpoint when the rows of fixed steps arrive (as save_on_hop does)."""
 
     def __init__(self, steps):
         self.steps, self.checkpoint_requested = set(steps), False
 
-    def open(self, schema, meta, start_step):
-        pass
-
     def write(self, step, row):
         self.checkpoint_requested |= step in self.steps
-
-    def flush(self):
-        pass
-
-    def close(self):
-        pass
 
 
 def test_every_requested_checkpoint_is_saved(tmp_path):
