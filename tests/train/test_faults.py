@@ -112,6 +112,7 @@ def test_sigkill_at_a_fixed_step_then_resume_is_exact(reference, tmp_path, kill_
     assert_same_run(tmp_path / "metrics", reference)
 
 
+@pytest.mark.slow  # two processes over gloo: about 150 s on 2 cores
 def test_two_processes_agree_on_the_stop_step(tmp_path):
     """SIGTERM reaches process 1 only; both stop after the same step, exit 143, and resume."""
     steps, mesh = 12, "--config.mesh.fsdp=2"
