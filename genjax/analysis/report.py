@@ -82,8 +82,8 @@ def plot_probes(run: Run, result: dict, opts: AnalysisOptions, out: pathlib.Path
 
 def plot_correlation(result: dict, out: pathlib.Path) -> str | None:
     u = result["universality"]
-    if not u or u.get("correlation") is None or len(u["families"]) < 2:
-        return None  # one family: nothing to correlate
+    if not u or u.get("correlation") is None:
+        return None
     corr = np.asarray(u["correlation"], float)
     fig = Figure(figsize=(1.2 + 0.7 * len(u["families"]), 1.0 + 0.6 * len(u["families"])))
     ax = fig.add_subplot(1, 1, 1)
@@ -134,14 +134,14 @@ def summary_markdown(result: dict) -> str:
     if att:
         parts.append("## Attribution (z-score of per-domain train loss in the window before "
                      "each hop vs hop-free windows)\n\n" + _table(["family", "step", "z"], att))
-    from genjax.analysis.gradients import gradient_markdown
-
-    parts += gradient_markdown(result)  # issue 17: only the sections whose metrics exist
     ck = [[c["rank"], c["step"], ", ".join(c["generalizing_families"]), c["distance_to_hop"]]
           for c in result["checkpoints"]]
     parts.append("## Checkpoints inside generalizing regimes\n\n" + (
         _table(["rank", "step", "generalizing families", "steps to nearest hop"], ck)
         if ck else "none"))
+    from genjax.analysis.gradients import gradient_markdown
+
+    parts += gradient_markdown(result)  # issue 17: only the sections whose metrics exist
     return "\n\n".join(parts) + "\n"
 
 
@@ -168,22 +168,18 @@ def write_report(run: Run, out: pathlib.Path, checkpoints: list[int] = (),
     return result
 
 
-def analyze_workdir(workdir: str, opts: AnalysisOptions | None = None,
-                    overrides: dict | None = None) -> pathlib.Path:
-    """`genjax analyze`: reads WORKDIR's metric store, writes WORKDIR/analysis/. Settings:
-    `opts` as given, or the run's stored `config.analysis` settings with `overrides` (the
-    command line's flags) on top."""
+def analyze_workdir(workdir: str, opts: AnalysisOptions | None = None) -> pathlib.Path:
+    """`genjax analyze`: reads WORKDIR's metric store, writes WORKDIR/analysis/."""
     path = pathlib.Path(workdir)
     run = read(store_path(workdir))
     if len(run) < 2:
         from genjax.stream.store import StreamError
 
         raise StreamError(f"{workdir}: the metric store has {len(run)} rows; nothing to analyze")
-    if opts is None:  # the run's own `config.analysis` settings, then the overrides
+    if opts is None:  # the run's own `config.analysis` settings, when it stored them
         stored = json.loads(run.attrs.get("config") or "{}").get("analysis", {})
-        fields = set(AnalysisOptions.__dataclass_fields__)
-        opts = AnalysisOptions(**{**{k: v for k, v in stored.items() if k in fields},
-                                  **(overrides or {})})
+        opts = AnalysisOptions(**{k: stored[k] for k in ("window", "min_regime_steps")
+                                  if k in stored})
     out = path / "analysis"
     write_report(run, out, checkpoint_steps(path), opts)
     return out

@@ -62,20 +62,12 @@ class Problem:
 
 @dataclasses.dataclass(frozen=True)
 class ProbeItem:
-    """A teacher-forced contrast: is `correct` or `incorrect` the likelier continuation?
-
-    Each answer is scored followed by `terminator` (text; with `terminator_eos` the
-    tokenizer's EOS token), what ends an answer in training text, so that when one answer is a
-    prefix of the other ("jump" / "jumps") the shorter one must also predict its end.
-    `group`: for replicates of one item (several demo seeds) the item's index, else -1."""
+    """A teacher-forced contrast: is `correct` or `incorrect` the likelier continuation?"""
 
     family: str
     prompt: str
     correct: str
     incorrect: str
-    terminator: str = ""
-    terminator_eos: bool = False
-    group: int = -1
 
 
 # --------------------------------------------------------------------------- synthetic tasks
@@ -87,8 +79,6 @@ class SyntheticDomain:
     kind: str = ""
     options: dict = {}
     joiner = "\n"
-    # what follows an answer in this domain's training text, scored after probe answers
-    probe_terminator = "\n"
 
     def __init__(self, name: str, domain_id: int, tokenizer: Tokenizer, seq_len: int,
                  heldout_fraction: float, seed: int, **options):
@@ -137,13 +127,9 @@ class SyntheticDomain:
         return tokens, np.asarray(weights[1 : self.seq_len + 1], np.float32)
 
     def probe_items(self, family: str, n: int, seed: int) -> list[ProbeItem]:
-        """n items of one of this domain's families, named `DOMAIN/FAMILY`."""
         make = self.probe_families()[family]
         rng = np.random.default_rng([seed, self.domain_id, 7, zlib.crc32(family.encode())])
-        return [dataclasses.replace(make(rng, self.opt["probe_shots"]),
-                                    family=f"{self.name}/{family}",
-                                    terminator=self.probe_terminator)
-                for _ in range(n)]
+        return [make(rng, self.opt["probe_shots"]) for _ in range(n)]
 
     def demos(self, problems: list[Problem]) -> str:
         return "".join(p.text + self.joiner for p in problems)
@@ -202,7 +188,8 @@ class ModularArithmetic(SyntheticDomain):
                 test = self.sample_split(rng, HELDOUT)
                 if int(test.answer) != c0:
                     break
-            return ProbeItem("repeat", self.demos(demos) + test.prompt, test.answer, str(c0))
+            return ProbeItem("arith_repeat", self.demos(demos) + test.prompt, test.answer,
+                             str(c0))
 
         def successor(rng, shots):  # demo answers c0, c0+1, ...; pattern says c0+shots
             c0 = int(rng.integers(p))
@@ -212,10 +199,10 @@ class ModularArithmetic(SyntheticDomain):
                 test = self.sample_split(rng, HELDOUT)
                 if int(test.answer) != pattern:
                     break
-            return ProbeItem("successor", self.demos(demos) + test.prompt, test.answer,
+            return ProbeItem("arith_successor", self.demos(demos) + test.prompt, test.answer,
                              str(pattern))
 
-        return {"repeat": repeat, "successor": successor}
+        return {"arith_repeat": repeat, "arith_successor": successor}
 
 
 class KVLookup(SyntheticDomain):
@@ -248,10 +235,10 @@ class KVLookup(SyntheticDomain):
                 ctx = prob.prompt.split(" ")[0]
                 others = sorted({kv.split(":")[1] for kv in ctx.split(",")} - {prob.answer})
                 if others:
-                    return ProbeItem("context", prob.prompt, prob.answer,
+                    return ProbeItem("kv_context", prob.prompt, prob.answer,
                                      others[int(rng.integers(len(others)))])
 
-        return {"context": context}
+        return {"kv_context": context}
 
 
 class Grammar(SyntheticDomain):
@@ -296,10 +283,10 @@ class Grammar(SyntheticDomain):
                 verb = self.VERBS[int(rng.integers(len(self.VERBS)))]
                 prob = Problem(self._subject(rng, plural, True), self._verb(verb, plural))
                 if is_heldout(prob.text, self.heldout_fraction):
-                    return ProbeItem("agreement", prob.prompt, prob.answer,
+                    return ProbeItem("grammar_agreement", prob.prompt, prob.answer,
                                      self._verb(verb, not plural))
 
-        return {"agreement": agreement}
+        return {"grammar_agreement": agreement}
 
 
 # ------------------------------------------------------------------------------ text files

@@ -21,22 +21,15 @@ def probe_items(config, data: Data, note=None) -> list:
     with `hooks.probes.answer_len` set every answer must fit in it."""
     p = config.hooks.probes
     items = data.probe_items(p.builtin_items) if p.builtin_items else []
-    builtin = {it.family for it in items}
-    terminator = {"joiner": p.joiner, "eos": "", "none": ""}[p.get("terminator", "joiner")]
-    eos = p.get("terminator", "joiner") == "eos"
     for family, path in sorted(p.files.items()):
         if not isinstance(path, str):
             raise ProbeError(f"hooks.probes.files.{family} must be a path string")
-        if family in builtin:  # built-in families are DOMAIN/FAMILY: only a clash with one
-            raise ProbeError(f"hooks.probes.files.{family}: a built-in probe family of that "
-                             f"name exists; choose another name")
         shots = p.shots
         if shots and p.sampling != "none" and not _has_demo_rows(path):
             shots = 0
             (note or _note)(f"note: probe file {path} has no demo rows: family '{family}' is "
                             f"scored zero-shot (hooks.probes.shots={p.shots} needs demos)")
-        loaded = load_probe_file(path, family, shots, p.sampling, p.seeds, p.joiner,
-                                 terminator, eos, note=note or _note)
+        loaded = load_probe_file(path, family, shots, p.sampling, p.seeds, p.joiner)
         items += loaded[: p.max_items]
     if p.answer_len:
         _check_answer_len(items, data.tokenizer, p.answer_len)
@@ -75,8 +68,7 @@ def _check_answer_len(items: list, tokenizer, answer_len: int) -> None:
     for it in items:
         i = counts[it.family] = counts.get(it.family, -1) + 1  # the item's label: family/i
         for answer in (it.correct, it.incorrect):
-            n = len(answer_tokens(tokenizer, it.prompt, answer, it.terminator,
-                                  it.terminator_eos)[1])
+            n = len(answer_tokens(tokenizer, it.prompt, answer)[1])
             longest = max(longest, n)
             if n > answer_len and first is None:
                 first = (f"{it.family}/{i}", answer, n)
