@@ -33,6 +33,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from genjax.model import init_model, make_apply
 from genjax.perf import mfu, peak_flops, train_step_flops
+from genjax.stream.sinks import BaseSink
 from genjax.train.trainer import Trainer, TrainProgram
 
 REQUIRED = ("variant", "step_ms", "overhead_vs_no_hooks", "flop_bound", "eval_alone")
@@ -122,7 +123,7 @@ def period_ms(stamps: list[float], n: int) -> float:
     return float(np.median(np.diff(stamps[-n - 1:]))) * 1e3
 
 
-class StepClock:
+class StepClock(BaseSink):
     """A sink that timestamps every row: the Trainer's real step period, data included."""
 
     def __init__(self):
@@ -133,12 +134,6 @@ class StepClock:
 
     def write(self, step: int, row: dict[str, Any]) -> None:
         self.stamps.append(time.perf_counter())
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def genjax_steps(program: TrainProgram, batches) -> common.RunSteps:
