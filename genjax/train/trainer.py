@@ -229,11 +229,11 @@ class Trainer:
     devices)."""
 
     def __init__(self, config: ConfigDict, workdir: str | pathlib.Path, *,
-                 sinks: Sequence[Sink] = (), **program_kwargs: Any):
+                 sinks: Sequence[Sink] | None = (), **program_kwargs: Any):
         self.workdir = prepare_workdir(workdir)
         self.program = TrainProgram(config, **program_kwargs)
         self.config, self.data = self.program.config, self.program.data
-        self.sinks = [check_sink(s) for s in sinks]
+        self.sinks = [check_sink(s) for s in sinks or ()]
         self.schema = [*self.program.schema, *HOST_SCHEMA, *SPIKE_SCHEMA]  # what sinks get
         self.spikes = SpikeDetector(config.analysis.spike_window, config.analysis.spike_sigmas)
         self._skipped = 0  # updates skipped as not finite, through the last emitted row
