@@ -16,7 +16,8 @@ USAGE = """usage: genjax COMMAND [flags]     (genjax COMMAND --help: its flags)
 commands:
   train    --config FILE --workdir DIR [--config.KEY=VALUE ...]   train (resumes from DIR)
   metrics  WORKDIR [--csv FILE] [--follow]                         latest value of each metric
-  analyze  WORKDIR [--beta B] [--smooth W] [--min_regime_steps N]  mode analysis -> WORKDIR/analysis
+  analyze  WORKDIR [--beta B] [--smooth W] [--min_regime_steps N] [--margin_floor F] [--level L]
+           mode analysis -> WORKDIR/analysis (flags given override the run's config.analysis)
   compile  --config FILE --topology v5e:4x4 [--num_slices N]       compile for a TPU slice on CPU
   config   show FILE [--config.KEY=VALUE ...]                      each key: value, default, meaning
 
@@ -248,21 +249,27 @@ def cmd_metrics(argv: list[str]) -> int:
 
 def cmd_analyze(argv: list[str]) -> int:
     def define(flags, fv):
-        flags.DEFINE_float("beta", 3.0, "change-point penalty in units of sigma^2 log(n)",
+        flags.DEFINE_float("beta", 4.0, "change-point penalty in log(n) innovation variances",
                            flag_values=fv)
         flags.DEFINE_integer("smooth", 1, "moving-average window before change points",
                              flag_values=fv)
-        flags.DEFINE_integer("min_regime_steps", 0, "rows a regime must last to count "
-                             "(0: the run's config.analysis.min_regime_steps)", flag_values=fv)
+        flags.DEFINE_integer("min_regime_steps", 20, "rows a regime must last to count",
+                             flag_values=fv)
+        flags.DEFINE_float("margin_floor", 0.02, "|mean margin| a decided regime needs",
+                           flag_values=fv)
+        flags.DEFINE_float("level", 0.95, "confidence level of the regime intervals",
+                           flag_values=fv)
 
     fv, rest = _flags(argv, define, positional=1)
-    from genjax.analysis.analyze import AnalysisOptions
     from genjax.analysis.report import analyze_workdir
 
-    custom = {k: v for k, v in (("beta", fv["beta"].value), ("smooth_window", fv["smooth"].value),
-                                 ("min_regime_steps", fv["min_regime_steps"].value))
-              if v != AnalysisOptions.__dataclass_fields__[k].default and v}
-    out = analyze_workdir(rest[0], AnalysisOptions(**custom) if custom else None)
+    # only the flags given override the run's stored config.analysis settings
+    given = {k: fv[flag].value for flag, k in (("beta", "beta"), ("smooth", "smooth_window"),
+                                               ("min_regime_steps", "min_regime_steps"),
+                                               ("margin_floor", "margin_floor"),
+                                               ("level", "level"))
+             if fv[flag].present}
+    out = analyze_workdir(rest[0], overrides=given)
     print(f"analysis written to {out}")
     return 0
 

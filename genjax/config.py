@@ -88,7 +88,9 @@ def base_config() -> ConfigDict:
     c.hooks = ConfigDict(
         dict(
             micro_batch=0,  # eval rows per hook micro-batch (0: the train micro-batch)
-            heldout=ConfigDict(dict(enabled=False, every=1, batches=1, batch_size=0)),
+            heldout=ConfigDict(dict(enabled=False, every=1, batches=1, batch_size=0,
+                                    min_tokens=256, min_documents=5,
+                                    on_small="warn")),  # warn | error
             train_domains=ConfigDict(dict(enabled=False, every=1)),
             probes=ConfigDict(
                 dict(
@@ -119,7 +121,7 @@ def base_config() -> ConfigDict:
                                wandb_project=""))
     c.analysis = ConfigDict(
         dict(online_hops=False, save_on_hop=False, window=50, min_regime_steps=20,
-             spike_window=100, spike_sigmas=6.0)
+             spike_window=100, spike_sigmas=6.0, margin_floor=0.02)
     )
     return c
 
@@ -183,6 +185,11 @@ DESCRIPTIONS = {
     "hooks.heldout.every": "steps between held-out evaluations (NaN on other steps)",
     "hooks.heldout.batches": "held-out batches evaluated",
     "hooks.heldout.batch_size": "rows per held-out batch (0: train.batch_size)",
+    "hooks.heldout.min_tokens": "distinct held-out loss tokens a domain should have (fewer: "
+                                "see hooks.heldout.on_small)",
+    "hooks.heldout.min_documents": "held-out documents a text domain should have",
+    "hooks.heldout.on_small": "a domain below hooks.heldout.min_tokens or min_documents: "
+                              "warn | error",
     "hooks.train_domains.enabled": "train loss/accuracy/tokens per domain (no extra FLOPs)",
     "hooks.train_domains.every": "steps between per-domain train metrics",
     "hooks.probes.enabled": "contrastive probes: correct vs pattern-matching continuation",
@@ -230,6 +237,7 @@ DESCRIPTIONS = {
     "analysis.save_on_hop": "checkpoint right after each detected hop",
     "analysis.window": "rows before a hop used by the attribution",
     "analysis.min_regime_steps": "rows a regime must last to count",
+    "analysis.margin_floor": "|mean soft margin| a decided regime needs besides its CI",
     "analysis.spike_window": "steps of history for the online loss/grad-norm spike detector",
     "analysis.spike_sigmas": "a spike exceeds the window's median by this many robust sigmas",
 }
@@ -303,7 +311,8 @@ _AT_LEAST_1 = ("train.steps", "train.batch_size", "train.seq_len", "train.grad_a
 _AT_LEAST_0 = ("seed", "model.loss_chunk", "optim.warmup_steps", "data.prefetch",
                "hooks.micro_batch", "hooks.heldout.batch_size", "hooks.probes.builtin_items",
                "hooks.probes.shots", "hooks.probes.prompt_len", "hooks.probes.answer_len",
-               "optim.weight_decay")
+               "optim.weight_decay", "hooks.heldout.min_tokens", "hooks.heldout.min_documents",
+               "analysis.margin_floor")
 _POSITIVE = ("analysis.spike_sigmas", "optim.lr", "optim.eps", "optim.clip_norm",
              "model.rope_theta", "model.norm_eps", "stream.flush_every_s")
 # key -> (low, high, brackets): "()" open, "[]" closed, "[)" half-open
@@ -319,6 +328,7 @@ _CHOICES = {"model.param_dtype": ("float32", "bfloat16"),
             "log.progress": ("auto", "bar", "lines", "none"),
             "hooks.probes.sampling": ("none", "random", "ordered", "balanced"),
             "hooks.probes.terminator": ("joiner", "eos", "none"),
+            "hooks.heldout.on_small": ("warn", "error"),
             "hooks.predictors.source": ("heldout", "probes")}
 
 

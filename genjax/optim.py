@@ -9,6 +9,14 @@ from flax import nnx
 
 
 def make_schedule(optim_cfg, total_steps: int) -> optax.Schedule:
+    """Learning rate of the update with count c (0-based): linear warmup lr (c + 1) / W over
+    the first W updates (the first update is not a no-op: lr / W, not 0), then constant or
+    a cosine decay reaching lr * end_lr_fraction at the last update."""
+    base = _base_schedule(optim_cfg, total_steps)
+    return lambda count: base(count + 1)
+
+
+def _base_schedule(optim_cfg, total_steps: int) -> optax.Schedule:
     warmup = min(optim_cfg.warmup_steps, max(total_steps - 1, 0))
     if optim_cfg.schedule == "constant":
         return optax.join_schedules(

@@ -154,6 +154,7 @@ def test_probe_file_from_the_command_line_without_demos_is_zero_shot(tmp_path, c
     probes.write_text("".join(json.dumps(r) + "\n" for r in PROBE_ROWS))
     on = ("--config.hooks.probes.enabled=True", "--config.hooks.probes.builtin_items=0")
     rc, err = run_in_process(capsys, tmp_path / "short", *on, "--config.hooks.probes.answer_len=1",
+                             "--config.hooks.probes.terminator=none",  # bare answers' lengths
                              f"--config.hooks.probes.files.myfam={probes}")
     assert rc == 2 and err.strip().splitlines()[-1] == (
         "genjax train: error: probe item myfam/1: answer '33' is 2 tokens, longer than "

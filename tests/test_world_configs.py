@@ -26,6 +26,24 @@ def train(name: str, workdir) -> tuple[MemorySink, Trainer]:
     return sink, trainer
 
 
+def analysed(sink: MemorySink, trainer: Trainer) -> dict:
+    """`genjax analyze`'s numbers for the rows in the sink (defaults: the run's settings)."""
+    from genjax.analysis.analyze import analyze
+    from genjax.stream.store import Run, Series
+
+    steps = np.array(sorted(sink.rows))
+    metrics = {s.name: Series(sink.series(s.name), tuple(s.dims),
+                              {k: list(v) for k, v in s.labels.items()}, s.description, s.unit)
+               for s in trainer.program.schema}
+    run = Run(steps, np.array([int(sink.rows[t]["tokens_seen"]) for t in steps]), metrics,
+              {"domains": trainer.data.names})
+    return analyze(run)
+
+
+def hops_of(result: dict, family: str) -> list[dict]:
+    return [h for h in result["hops"] if h["family"] == family]
+
+
 def labelled(sink: MemorySink, trainer: Trainer, name: str, label: str) -> np.ndarray:
     """[steps] series of one label (domain or family) of a 1-D metric."""
     spec = next(s for s in trainer.program.schema if s.name == name)
@@ -73,9 +91,9 @@ def test_grokking(tmp_path):
 
 def test_icl_vs_iwl(tmp_path):
     sink, trainer = train("icl_vs_iwl", tmp_path)
-    margin = {f: labelled(sink, trainer, "probes/soft_margin", f)
+    margin = {f: labelled(sink, trainer, "probes/soft_margin", f"icl/{f}")
               for f in ("icl_novel", "iwl", "icl_vs_iwl")}
-    accuracy = {f: labelled(sink, trainer, "probes/accuracy", f) for f in margin}
+    accuracy = {f: labelled(sink, trainer, "probes/accuracy", f"icl/{f}") for f in margin}
     icl = smoothed(margin["icl_novel"])
     # the induction-head phase change: after a plateau at chance, abrupt
     onset = first_step(icl, 0.2)
@@ -91,24 +109,35 @@ def test_icl_vs_iwl(tmp_path):
     assert window(margin["icl_vs_iwl"], len(icl) - 100, len(icl)) > 0.5
     flip = first_step(smoothed(margin["icl_vs_iwl"]), 0.0, 150)
     assert abs(flip - onset) <= 100, (flip, onset)
+    # `genjax analyze`: the weights' regime hops to the context's at the phase change
+    hops = hops_of(analysed(sink, trainer), "icl/icl_vs_iwl")
+    assert [h["direction"] for h in hops] == ["to_generalizing"], hops
+    assert abs(hops[0]["step"] - flip) <= 60, (hops, flip)
 
 
 def test_pattern_vs_compute(tmp_path):
     sink, trainer = train("pattern_vs_compute", tmp_path)
-    families = ("arith_repeat", "arith_successive", "arith_flipped")
+    families = ("arith/repeat", "arith/successive", "arith/flipped")
     margin = {f: smoothed(labelled(sink, trainer, "probes/soft_margin", f)) for f in families}
-    end = len(margin["arith_repeat"])
+    end = len(margin["arith/repeat"])
+    result = analysed(sink, trainer)
     # (1) the shallow patterns first, (2) then an abrupt hop to the computation
-    for family in ("arith_repeat", "arith_successive"):
+    for family in ("arith/repeat", "arith/successive"):
         pattern = first_step(margin[family], -0.2, below=True)
         compute = first_step(margin[family], 0.3, pattern)
         assert pattern < 250 and compute - pattern <= 150, (family, pattern, compute)
         assert window(margin[family], end - 100, end) > 0.7, family
+        hops = hops_of(result, family)
+        assert [h["direction"] for h in hops] == ["to_generalizing"], (family, hops)
+        assert pattern <= hops[0]["step"] <= compute + 20, (family, hops, pattern, compute)
     # (3) flipped labels: the computation wins until the flip is learned, then the context
-    flipped = margin["arith_flipped"]
+    flipped = margin["arith/flipped"]
     computed = first_step(flipped, 0.3)
     hop = first_step(flipped, -0.3, computed, below=True)
     assert hop - computed >= 150, (computed, hop)
     assert window(flipped, end - 100, end) < -0.6
-    points = change_points(labelled(sink, trainer, "probes/soft_margin", "arith_flipped"))
+    points = change_points(labelled(sink, trainer, "probes/soft_margin", "arith/flipped"))
     assert any(abs(p - hop) <= 60 for p in points), (points, hop)
+    hops = hops_of(result, "arith/flipped")
+    assert [h["direction"] for h in hops][-1:] == ["to_pattern_matching"], hops
+    assert abs(hops[-1]["step"] - hop) <= 60, (hops, hop)

@@ -7,34 +7,50 @@ import dataclasses
 
 import numpy as np
 
-from genjax.analysis.changepoints import DEFAULT_BETA, change_points, segment_means
+from genjax.analysis.changepoints import DEFAULT_BETA, change_details, segment_means
 from genjax.analysis.regimes import (
+    DEFAULT_FLOOR,
+    HOP_BETA,
     NAMES,
     RegimeTrack,
     find_hops,
-    regimes_from_items,
-    regimes_from_window,
+    item_groups,
+    regime_track,
     segments,
+    stable_runs,
 )
 from genjax.stream.store import Run
+
+# Series that are inputs of the run, not measurements of the model: never change-point tested.
+INPUT_SERIES = ("train/lr", "train/tokens", "train/skipped_updates", "train/nonfinite",
+                "train_domains/tokens")
 
 
 @dataclasses.dataclass(frozen=True)
 class AnalysisOptions:
     """Settings of the mode analysis (`genjax analyze` flags, `config.analysis`)."""
 
-    beta: float = DEFAULT_BETA  # change-point penalty, in units of sigma^2 log(n)
-    smooth_window: int = 1
-    n_boot: int = 1000
-    window: int = 50  # trailing window for regimes without per-item data; attribution window
-    min_regime_steps: int = 20
-    seed: int = 0
+    beta: float = DEFAULT_BETA  # change-point penalty, in log(n) innovation variances
+    smooth_window: int = 1  # moving average before change points (the noise scale follows)
+    window: int = 50  # rows before a hop used by the attribution
+    min_regime_steps: int = 20  # rows a regime's segment must last
+    level: float = 0.95  # confidence level of the regime intervals
+    margin_floor: float = DEFAULT_FLOOR  # |mean margin| a decided regime needs
+    hop_beta: float = HOP_BETA  # change penalty for regime boundaries
 
 
-def named_series(run: Run, include_items: bool = False) -> dict[str, np.ndarray]:
+def is_input(name: str, unit: str = "") -> bool:
+    """A series the run feeds in (schedule, token counts): not analysed for change points."""
+    return name.split("[", 1)[0] in INPUT_SERIES or unit == "tokens"
+
+
+def named_series(run: Run, include_items: bool = False,
+                 include_inputs: bool = True) -> dict[str, np.ndarray]:
     """Every scalar series, and per-label series of 1-D metrics: `name[label]` -> [S]."""
     out = {}
     for name, s in run.metrics.items():
+        if not include_inputs and is_input(name, s.unit):
+            continue
         if s.values.ndim == 1:
             out[name] = s.values
         elif s.values.ndim == 2 and (include_items or s.dims[0] != "item"):
@@ -44,24 +60,34 @@ def named_series(run: Run, include_items: bool = False) -> dict[str, np.ndarray]
     return out
 
 
+def item_family(label: str) -> str:
+    """`kv/context/3` -> `kv/context`; `mine/3.1` (item 3, seed 1) -> `mine`."""
+    return label.rsplit("/", 1)[0]
+
+
 def family_tracks(run: Run, opts: AnalysisOptions) -> dict[str, tuple[RegimeTrack, np.ndarray]]:
     """Regime track per probe family, on the rows where the probes ran."""
     if "probes/soft_margin" not in run.metrics:
         return {}
     fam = run.metrics["probes/soft_margin"]
-    families = fam.labels["family"]
+    families = list(fam.labels.get("family") or [str(i) for i in range(fam.values.shape[1])])
     items = run.metrics.get("probes/item_margin")
     rows = np.isfinite(fam.values).all(axis=1)
     steps = run.steps[rows]
+    kwargs = dict(level=opts.level, floor=opts.margin_floor, beta=opts.hop_beta,
+                  min_regime_steps=opts.min_regime_steps)
     out = {}
     for f, family in enumerate(families):
+        cols = []
         if items is not None:
-            cols = [i for i, label in enumerate(items.labels["item"])
-                    if label.rsplit("/", 1)[0] == family]
-            track = regimes_from_items(items.values[rows][:, cols], opts.n_boot, opts.seed)
-        else:
-            track = regimes_from_window(fam.values[rows, f], opts.window, opts.n_boot,
-                                        opts.seed)
+            labels = items.labels.get("item") or []
+            cols = [i for i, label in enumerate(labels) if item_family(label) == family]
+        if cols:
+            labels = [items.labels["item"][i] for i in cols]
+            track = regime_track(items.values[rows][:, cols], steps, item_groups(labels),
+                                 **kwargs)
+        else:  # no per-item data: the family margin alone
+            track = regime_track(fam.values[rows, f], steps, **kwargs)
         out[family] = (track, steps)
     return out
 
@@ -109,18 +135,18 @@ def attribution(run: Run, hops: list, window: int) -> list[dict]:
     return out
 
 
-def checkpoint_advice(checkpoints: list[int], tracks: dict, hops: list) -> list[dict]:
-    """Saved checkpoints ranked by how many families are stably generalizing there, then by
-    distance to the nearest hop. Checkpoint s holds the params of metric row s."""
-    from genjax.analysis.regimes import stable_runs
-
+def checkpoint_advice(checkpoints: list[int], tracks: dict, hops: list,
+                      min_regime_steps: int = 20) -> list[dict]:
+    """Saved checkpoints ranked by how many families are stably generalizing there (inside a
+    regime of at least `min_regime_steps` rows), then by distance to the nearest hop.
+    Checkpoint s holds the params of metric row s."""
     if not tracks:
         return []
     ranked = []
     for ckpt in checkpoints:
         gen = []
         for family, (track, steps) in tracks.items():
-            for a, b, regime in stable_runs(track.labels, 1):
+            for a, b, regime in stable_runs(track.labels, min_regime_steps):
                 if regime == 1 and steps[a] <= ckpt <= steps[b - 1]:
                     gen.append(family)
         distance = min((abs(ckpt - h.step) for h in hops), default=None)
@@ -134,33 +160,61 @@ def checkpoint_advice(checkpoints: list[int], tracks: dict, hops: list) -> list[
     return [r for r in ranked if r["generalizing_families"]]
 
 
+def regime_counts(track: RegimeTrack) -> dict[str, int]:
+    """Rows inside each stable regime (decided segments merged through undecided ones);
+    `undecided`: the rows outside every regime."""
+    counts = {name: 0 for name in NAMES.values()}
+    covered = 0
+    for a, b, regime in stable_runs(track.labels, 1):  # segments already have min rows
+        counts[NAMES[regime]] += b - a
+        covered += b - a
+    counts[NAMES[0]] = len(track.labels) - covered
+    return counts
+
+
 def analyze(run: Run, checkpoints: list[int] = (), opts: AnalysisOptions | None = None) -> dict:
     """Every number the report shows."""
     opts = opts or AnalysisOptions()
     series = named_series(run)
     cps = {}
     for label, values in series.items():
-        points = change_points(values, opts.beta, opts.smooth_window)
+        name = label.split("[", 1)[0]
+        if is_input(name, run.metrics[name].unit):
+            continue
+        found = change_details(values, opts.beta, opts.smooth_window, steps=run.steps)
+        points = [c["index"] for c in found]
         cps[label] = {"steps": [int(run.steps[p]) for p in points],
+                      "changes": [{"step": int(run.steps[c["index"]]),
+                                   "start": int(run.steps[c["start"]]),
+                                   "end": int(run.steps[c["end"]]), "size": c["size"]}
+                                  for c in found],
                       "segment_means": segment_means(values, points)}
     tracks = family_tracks(run, opts)
     hops, regimes = [], {}
+    span = int(run.steps[-1] - run.steps[0] + 1) if len(run) else 0
     for family, (track, steps) in tracks.items():
         fam_hops = find_hops(family, track, steps, opts.min_regime_steps)
         hops += fam_hops
-        counts = {NAMES[k]: int((track.labels == k).sum()) for k in NAMES}
-        regimes[family] = {"rows": int(len(steps)), "counts": counts,
-                           "final": NAMES[int(track.labels[-1])] if len(steps) else None,
+        final = None
+        if len(steps):
+            runs = stable_runs(track.labels, 1)
+            final = NAMES[runs[-1][2]] if runs and runs[-1][1] == len(steps) else NAMES[0]
+        regimes[family] = {"rows": int(len(steps)), "counts": regime_counts(track),
+                           "final": final,
                            "segments": segments(track, steps, opts.min_regime_steps),
                            "hops": len(fam_hops),
-                           "hops_per_1k_steps": 1000.0 * len(fam_hops) / max(len(steps), 1)}
+                           "hops_per_1k_steps": 1000.0 * len(fam_hops) / max(span, 1),
+                           "noise": {"phi": track.phi, "sigma_e": track.sigma_e}}
     hops.sort(key=lambda h: h.step)
     universality = {}
     if "probes/soft_margin" in run.metrics:
         fam = run.metrics["probes/soft_margin"]
         rows = np.isfinite(fam.values).all(axis=1)
-        corr = np.corrcoef(fam.values[rows].T) if rows.sum() > 2 else None
-        universality = {"families": fam.labels["family"],
+        corr = None
+        if rows.sum() > 2 and fam.values.shape[1] > 1:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                corr = np.atleast_2d(np.corrcoef(fam.values[rows].T))
+        universality = {"families": list(fam.labels.get("family", [])),
                         "correlation": None if corr is None else
                         np.where(np.isfinite(corr), corr, np.nan).round(6).tolist()}
     final = {label: (float(v[np.isfinite(v)][-1]) if np.isfinite(v).any() else None)
@@ -177,7 +231,7 @@ def analyze(run: Run, checkpoints: list[int] = (), opts: AnalysisOptions | None 
         "hops": [dataclasses.asdict(h) for h in hops],
         "universality": universality,
         "attribution": attribution(run, hops, opts.window),
-        "checkpoints": checkpoint_advice(list(checkpoints), tracks, hops),
+        "checkpoints": checkpoint_advice(list(checkpoints), tracks, hops, opts.min_regime_steps),
     }
     from genjax.analysis import gradients  # issue 17: only when the run has those metrics
 

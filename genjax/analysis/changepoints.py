@@ -1,41 +1,29 @@
-"""Change points in a metric series: ruptures' KernelCPD (linear kernel, in C) with a penalty
-scaled to the series' own noise, so one default works for losses, accuracies and margins.
-
-Model: piecewise-constant mean plus noise. The penalty is `beta * sigma^2 * log(n)`, with sigma
-estimated robustly from first differences (MAD / sqrt(2)), which ignores slow trends and level
-shifts. A steady trend therefore shows up as a staircase of change points only when it moves by
-several noise widths; abrupt jumps are found at their step.
+"""Change points of a metric series: abrupt level changes on top of a smooth trend, under
+autocorrelated noise (`genjax.analysis.changes`: trend + steps/ramps + AR(1), GLS, a BIC-like
+penalty of `beta` log(n) innovation variances per change). A smooth decay, a schedule-shaped
+curve or the persistent wander of an autocorrelated series gives none; abrupt jumps are found
+at their step, ramps at their midpoint.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import ruptures
 
-DEFAULT_BETA = 3.0  # calibrated on white and AR(1) noise: tests/analysis/test_changepoints.py
+from genjax.analysis.changes import DEFAULT_BETA, fit
+
+__all__ = ["DEFAULT_BETA", "change_details", "change_points", "noise_sigma", "segment_means",
+           "smooth"]
 
 
 def noise_sigma(values: np.ndarray) -> float:
-    """Robust long-run noise scale of a series, from its first differences.
-
-    For AR(1) noise with coefficient phi, differences have lag-1 correlation -(1 - phi)/2 and
-    variance 2 sigma_x^2 (1 - phi); a mean shift must beat the long-run variance
-    sigma_x^2 (1 + phi) / (1 - phi), not sigma_x^2, or autocorrelated noise looks like steps.
-    """
-    diffs = np.diff(values)
-    if diffs.size < 3:
+    """Long-run noise scale of a series, sigma_e / (1 - phi) of its AR(1) fit around the trend
+    and changes (the standard deviation a mean over many rows has times sqrt(rows))."""
+    x = np.asarray(values, np.float64)
+    x = x[np.isfinite(x)]
+    if x.size < 8:
         return 0.0
-    centered = diffs - np.median(diffs)
-    mad = 1.4826 * np.median(np.abs(centered))
-    if mad == 0.0:  # quantized or saturated series (e.g. accuracies): most steps do not move
-        mad = float(np.std(centered))
-    if mad == 0.0:
-        return 0.0
-    clipped = np.clip(centered, -5 * mad, 5 * mad)  # level shifts do not set the noise
-    rho = float(np.dot(clipped[1:], clipped[:-1]) / np.dot(clipped, clipped))
-    phi = float(np.clip(1.0 + 2.0 * rho, 0.0, 0.95))
-    var_x = mad**2 / (2.0 * (1.0 - phi))
-    return float(np.sqrt(var_x * (1.0 + phi) / (1.0 - phi)))
+    f = fit(x)
+    return float(f.sigma_e / (1.0 - f.phi) * np.sqrt(f.bin))  # per row, not per bin
 
 
 def smooth(values: np.ndarray, window: int) -> np.ndarray:
@@ -49,27 +37,32 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
 
 
 def change_points(values: np.ndarray, beta: float = DEFAULT_BETA, smooth_window: int = 1,
-                  min_size: int | None = None) -> list[int]:
-    """Indices where a new segment starts (0 < i < n). NaNs are skipped (e.g. `every=N` rows);
-    returned indices refer to the original array."""
+                  min_size: int | None = None, steps: np.ndarray | None = None) -> list[int]:
+    """Indices where a change is half done (0 < i < n). NaNs are skipped (e.g. `every=N` rows);
+    returned indices refer to the original array. `steps`: the train step of each row (the
+    trend is smooth in log(1 + step); default: the row index). `smooth_window` averages the
+    series first (this does not make more changes significant: the noise scale is the
+    smoothed series' own)."""
+    return [c["index"] for c in change_details(values, beta, smooth_window, min_size, steps)]
+
+
+def change_details(values: np.ndarray, beta: float = DEFAULT_BETA, smooth_window: int = 1,
+                   min_size: int | None = None, steps: np.ndarray | None = None) -> list[dict]:
+    """Each change: `index` (half done), `start` and `end` (first and last row of the change,
+    original indices), `size` (level after minus before)."""
     values = np.asarray(values, np.float64)
     finite = np.flatnonzero(np.isfinite(values))
-    n = finite.size
-    min_size = min_size or max(5, n // 100)
-    if n < 2 * min_size + 1:
+    if finite.size < 8:
         return []
+    steps = finite if steps is None else np.asarray(steps)[finite]
     x = smooth(values[finite], smooth_window)
-    sigma = noise_sigma(values[finite])  # noise of the raw series
-    if smooth_window > 1:
-        sigma /= np.sqrt(smooth_window)
-    if sigma == 0.0:
-        sigma = max(float(np.std(x)) * 1e-3, 1e-12)
-    penalty = beta * sigma**2 * np.log(n)
-    algo = ruptures.KernelCPD(kernel="linear", min_size=min_size).fit(x.reshape(-1, 1))
-    breaks = algo.predict(pen=penalty)[:-1]  # the last entry is n
-    return [int(finite[b]) for b in breaks]
+    f = fit(x, steps, beta, min_size or 3)
+    return [{"index": int(finite[c.index]), "start": int(finite[c.start]),
+             "end": int(finite[min(c.start + c.length - 1, finite.size - 1)]),
+             "size": c.size} for c in f.changes]
 
 
 def segment_means(values: np.ndarray, points: list[int]) -> list[float]:
     edges = [0, *points, len(values)]
-    return [float(np.nanmean(values[a:b])) for a, b in zip(edges[:-1], edges[1:])]
+    mean = lambda v: float(np.mean(v[np.isfinite(v)])) if np.isfinite(v).any() else float("nan")
+    return [mean(values[a:b]) for a, b in zip(edges[:-1], edges[1:])]

@@ -2,39 +2,44 @@
 
 Model of a metric series x_t (t: the rows where it was logged, in order):
 
-    x_t = trend(t) + sum_k delta_k * R(t; tau_k, L_k) + u_t,    u_t = phi * u_{t-1} + e_t
+    x_t = trend(step_t) + sum_k delta_k * R(t; start_k, L_k) + u_t,   u_t = phi u_{t-1} + e_t
 
-  - trend: a cubic B-spline in log(1 + step) with knots at most `KNOT_SPACING` apart in that
-    coordinate. Exponential and power-law decays, warmup-and-decay shapes and the fast start of
-    a run are smooth there (an exponential's 90%-to-10% fall spans 3.1 units of log time,
-    whatever its time constant), so they are trend, not changes;
-  - changes: level shifts R that complete within L rows (L = 1: a step; L = 2, 4, ... 64:
-    ramps); a change completing within ~1/3 unit of log time (an event that takes 10% to 40%
-    of the training time elapsed before it) is not a trend;
-  - u: AR(1) noise. phi is estimated by profile likelihood (GLS over a grid of phi), and the
-    fit is done on the prewhitened series (x_t - phi x_{t-1}), so a wander of a strongly
-    autocorrelated series is not taken for a change, while a step stays sharp.
+  - trend, the simplest of: a constant; a constant plus one or two exponential decays
+    exp(-step / tau) (tau from a grid spaced by e^0.5, fitted by least squares); a cubic
+    B-spline in log(1 + step), knots 1 or 1/2 unit apart (schedule shapes, power laws);
+  - changes: level shifts R that complete within L rows (L = 1: a step; 2, 4, ..., 64: ramps);
+  - u: AR(1) noise, phi from a grid by profile likelihood. Fits are generalized least
+    squares: everything is prewhitened (Prais-Winsten, x_t - phi x_{t-1}), so a persistent
+    wander is not taken for a change while a step stays sharp.
 
-Changes are chosen by penalized least squares in the prewhitened space: forward selection of
-the candidate (tau, L) that lowers the residual sum of squares most, while that reduction
-exceeds `beta * sigma_e^2 * log(n)` (sigma_e: robust scale of the prewhitened residual,
-the innovation scale, which is the series' long-run noise seen through its own correlation),
-then backward elimination of any change the others make unnecessary; phi, sigma_e and the
-changes are re-estimated together until they agree. Smoothing the series beforehand changes
-nothing in this scale (the smoothing window only changes the estimated correlation).
+Trend, phi and changes minimize the BIC-like criterion
+
+    n log(RSS / n) - log(1 - phi^2) + log(n) * (k + beta * m)
+
+(RSS of the whitened residual, k trend parameters, m changes; each change costs beta / 2
+times what BIC charges for its two parameters, because its location is searched over ~7n
+candidates). For a fixed trend and phi the changes come from forward selection (the candidate
+that lowers the RSS most, while it lowers it by more than `beta log(n) sigma_e^2`, sigma_e^2 the
+residual variance with it) and backward elimination. The noise scale is therefore the series'
+own innovation scale seen through its estimated correlation, never a raw standard deviation:
+smoothing a series first raises phi and lowers sigma_e and leaves the test where it was.
+
+Measured (benchmarks/analysis_noise.py): 0 change points at the default beta = 4 on 2,000-row
+AR(1) series (phi 0 to 0.995) with or without exponential decays of 8 noise sd.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import numpy as np
 
 KNOT_SPACING = 1.0  # spline knots at most this far apart in log(1 + step)
 RAMPS = (1, 2, 4, 8, 16, 32, 64)  # change durations tried, in rows
-PHI_GRID = (0.0, 0.2, 0.4, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.96, 0.97, 0.98, 0.985, 0.99,
-            0.993, 0.995, 0.997, 0.998, 0.999)
-MAX_POINTS = 4000  # longer series are averaged in bins of consecutive rows first
+PHI_SEARCH = (0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998)
+MAX_POINTS = 2000  # longer series are averaged in bins of consecutive rows first
+DEFAULT_BETA = 4.0
 
 
 @dataclasses.dataclass
@@ -50,14 +55,18 @@ class Fit:
     changes: list[Change]
     trend: np.ndarray  # fitted trend plus changes, [n]
     phi: float
-    sigma_e: float  # innovation scale (robust)
-    penalty: float
+    sigma_e: float  # innovation scale: sqrt(whitened RSS / n)
+    penalty: float  # the RSS reduction a change had to beat
+    bin: int = 1  # rows averaged per point (series longer than MAX_POINTS)
+    phi_fine: float = 0.0  # phi refined on a fine grid given the changes
+    sigma_fine: float = 0.0
+    phi_bc: float = 0.0  # phi_fine plus Kendall's bias correction (for long-run variances)
+    sigma_bc: float = 0.0
 
 
 def spline_basis(steps: np.ndarray, spacing: float = KNOT_SPACING) -> np.ndarray:
     """[n, k] cubic B-spline basis in u = log(1 + step) (steps >= 0), uniform knots at most
-    `spacing` apart, reduced to an orthonormal basis of its column space (rows without support
-    are dropped by rank)."""
+    `spacing` apart (columns without support are dropped later, by rank)."""
     from scipy.interpolate import BSpline
 
     u = np.log1p(np.maximum(np.asarray(steps, np.float64), 0.0))
@@ -78,15 +87,21 @@ def _orthonormal(a: np.ndarray, tol: float = 1e-11) -> np.ndarray:
     for _ in range(2):
         if a.shape[1] == 0:
             return a
-        w, v = np.linalg.eigh(a.T @ a)
+        w, v = np.linalg.eigh(_gram(a))
         keep = w > tol * max(float(w.max()), 1e-300)
-        a = a @ (v[:, keep] / np.sqrt(w[keep]))
+        a = np.einsum("ij,jk->ik", a, v[:, keep] / np.sqrt(w[keep]))
     return a
+
+
+def _gram(a: np.ndarray) -> np.ndarray:
+    # einsum, not BLAS: multithreaded BLAS on these thin matrices is slower by 100x when the
+    # cores are busy (a training run next to the analysis)
+    return np.einsum("ij,ik->jk", a, a)
 
 
 def _lstsq(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Least-squares coefficients of b on the columns of a (minimum norm if rank deficient)."""
-    w, v = np.linalg.eigh(a.T @ a)
+    w, v = np.linalg.eigh(_gram(a))
     keep = w > 1e-11 * max(float(w.max()), 1e-300)
     return v[:, keep] @ ((v[:, keep].T @ (a.T @ b)) / w[keep])
 
@@ -108,14 +123,6 @@ def ramp(n: int, start: int, length: int) -> np.ndarray:
     """0 before `start`, rising linearly to 1 at row start + length - 1, then 1."""
     i = np.arange(n, dtype=np.float64)
     return np.clip((i - start + 1) / length, 0.0, 1.0)
-
-
-def _robust_scale(e: np.ndarray) -> float:
-    centered = e - np.median(e)
-    mad = 1.4826 * float(np.median(np.abs(centered)))
-    if mad == 0.0:  # quantized series (accuracies): most rows do not move
-        mad = float(np.std(centered))
-    return mad
 
 
 class _Prefix:
@@ -153,25 +160,39 @@ def _candidates(n: int, min_size: int) -> list[tuple[int, np.ndarray]]:
     return out
 
 
-def _best_candidate(q: np.ndarray, r: np.ndarray, phi: float, cands, taken: set) -> tuple:
-    """(reduction, start, length) of the candidate change that lowers the whitened residual
-    sum of squares most, given the design q (orthonormal, whitened) and residual r (orthogonal
-    to q)."""
-    n = len(r)
-    pq, pr = _Prefix(q), _Prefix(r[:, None])
-    best = (0.0, -1, 0)
-    for length, start in cands:
-        proj = pq.dot(start, length, phi, n)  # [S, p]
-        num = pr.dot(start, length, phi, n)[:, 0]
-        den = _ramp_norm2(start, length, phi, n) - np.sum(proj**2, axis=1)
-        ok = den > 1e-9 * _ramp_norm2(start, length, phi, n)
-        red = np.where(ok, num**2 / np.where(ok, den, 1.0), 0.0)
-        for s in taken:  # one change per location and length
-            red[(start == s[0]) & (length == s[1])] = 0.0
-        j = int(np.argmax(red))
-        if red[j] > best[0]:
-            best = (float(red[j]), int(start[j]), length)
-    return best
+class _Search:
+    """Every candidate change (start, length) against a growing orthonormal whitened design:
+    keeps, per length, each candidate's squared norm outside the design, so that adding a
+    column costs one pass over the candidates."""
+
+    def __init__(self, q: np.ndarray, phi: float, cands):
+        self.phi, self.cands, self.n = phi, cands, q.shape[0]
+        self.free = [_ramp_norm2(start, length, phi, self.n) for length, start in cands]
+        self.full = [f.copy() for f in self.free]
+        self.add(q)
+
+    def add(self, cols: np.ndarray) -> None:
+        pq = _Prefix(cols)
+        for j, (length, start) in enumerate(self.cands):
+            self.free[j] = self.free[j] - np.sum(pq.dot(start, length, self.phi, self.n) ** 2, 1)
+
+    def best(self, r: np.ndarray, taken) -> tuple[float, int, int]:
+        """(reduction, start, length) of the candidate that lowers the RSS of the residual r
+        (orthogonal to the design) most."""
+        pr = _Prefix(r[:, None])
+        best = (0.0, -1, 0)
+        for j, (length, start) in enumerate(self.cands):
+            num = pr.dot(start, length, self.phi, self.n)[:, 0]
+            den = self.free[j]
+            ok = den > 1e-9 * self.full[j]
+            red = np.where(ok, num**2 / np.where(ok, den, 1.0), 0.0)
+            for s0, l0 in taken:  # one change per location and length
+                if l0 == length:
+                    red[start == s0] = 0.0
+            i = int(np.argmax(red))
+            if red[i] > best[0]:
+                best = (float(red[i]), int(start[i]), length)
+        return best
 
 
 def _design(trend_basis: np.ndarray, changes: list[tuple[int, int]]) -> np.ndarray:
@@ -188,7 +209,7 @@ def _rss(x: np.ndarray, design: np.ndarray, phi: float) -> tuple[float, np.ndarr
     return float(r @ r), r
 
 
-def _select(zx, zbasis, n_rows, phi, beta, cands, max_changes=8):
+def _select(zx, zbasis, n_rows, phi, beta, cands, max_changes=8, search=None):
     """Forward selection then backward elimination of changes at a fixed phi (whitened data
     zx, whitened trend basis zbasis). A change is kept while it lowers the residual sum of
     squares by more than beta * log(n) * sigma^2, sigma^2 = that RSS / n (with the change).
@@ -199,17 +220,30 @@ def _select(zx, zbasis, n_rows, phi, beta, cands, max_changes=8):
     rss = float(r @ r)
     chosen: list[tuple[int, int]] = []
     pen = beta * np.log(n)
+    search = search or _Search(q, phi, cands)
     while len(chosen) < max_changes:
-        red, start, length = _best_candidate(q, r, phi, cands, set(chosen))
+        red, start, length = search.best(r, chosen)
         if start < 0 or red <= pen * (rss - red) / n:
             break
-        c = _whiten(ramp(n, start, length)[:, None], phi)
+        c = _whiten(ramp(n, start, length)[:, None], phi)[:, 0]
         c = c - q @ (q.T @ c)
         c /= np.linalg.norm(c)
-        q = np.concatenate([q, c], axis=1)
-        r = r - c[:, 0] * float(c[:, 0] @ r)
+        q = np.concatenate([q, c[:, None]], axis=1)
+        search = copy.copy(search) if not chosen else search
+        search.free = list(search.free)
+        search.add(c[:, None])
+        r = r - c * float(c @ r)
         rss = float(r @ r)
         chosen.append((start, length))
+    for k in range(len(chosen) if len(chosen) > 1 else 0):  # re-place each given the others
+        others = chosen[:k] + chosen[k + 1:]
+        cols = [_whiten(ramp(n, s0, l0)[:, None], phi) for s0, l0 in others]
+        qk = _orthonormal(np.concatenate([zbasis, *cols], axis=1))
+        rk = zx - qk @ (qk.T @ zx)
+        red, start, length = _Search(qk, phi, cands).best(rk, others)
+        if start >= 0:
+            chosen[k] = (start, length)
+            rss = max(float(rk @ rk) - red, 0.0)
     while chosen:  # backward: drop what the others explain
         def rss_of(sel):
             cols = [_whiten(ramp(n, s, length)[:, None], phi) for s, length in sel]
@@ -223,9 +257,6 @@ def _select(zx, zbasis, n_rows, phi, beta, cands, max_changes=8):
         chosen.pop(k)
         rss += loss
     return rss, sorted(chosen)
-
-
-PHI_SEARCH = (0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998)
 
 
 def _decays(steps: np.ndarray) -> np.ndarray:
@@ -245,7 +276,7 @@ def _crit(n: int, rss: float, phi: float, k: int, m: int, beta: float) -> float:
 def _trend_options(x: np.ndarray, steps: np.ndarray) -> list[tuple[np.ndarray, int]]:
     """(basis, parameters) of each trend tried: a constant; a constant plus one or two
     exponential decays (time constants from a grid, chosen by least squares: each costs 2
-    parameters); the cubic spline in log time."""
+    parameters); the cubic spline in log time, knots 1 or 1/2 apart."""
     n = len(x)
     const = np.ones((n, 1))
     out = [(const, 1)]
@@ -264,8 +295,9 @@ def _trend_options(x: np.ndarray, steps: np.ndarray) -> list[tuple[np.ndarray, i
             break
         chosen.append(best[1])
         out.append((np.column_stack([const, decays[:, chosen]]), 1 + 2 * len(chosen)))
-    spline = spline_basis(steps)
-    out.append((spline, _rank(spline)))
+    for spacing in (KNOT_SPACING, KNOT_SPACING / 2):
+        spline = spline_basis(steps, spacing)
+        out.append((spline, _rank(spline)))
     return out
 
 
@@ -274,20 +306,23 @@ def _fit_option(x, basis, k, beta, cands, zx_of):
     at most one change, the changes at that phi, then phi again given them (twice at most)."""
     n = len(x)
     pen = beta * np.log(n)
+    searches = {}
     best_phi, best_c = 0.0, np.inf
     for phi in PHI_SEARCH:
-        zb = _whiten(basis, phi)
-        q = _orthonormal(zb)
+        q = _orthonormal(_whiten(basis, phi))
         r = zx_of[phi] - q @ (q.T @ zx_of[phi])
         rss = float(r @ r)
-        red = _best_candidate(q, r, phi, cands, set())[0]
-        c = min(_crit(n, rss, phi, k, 0, beta),
-                _crit(n, rss - red, phi, k, 1, beta) if red > pen * (rss - red) / n else np.inf)
+        c = _crit(n, rss, phi, k, 0, beta)
+        searches[phi] = _Search(q, phi, cands)
+        red = searches[phi].best(r, [])[0]
+        if red > pen * (rss - red) / n:
+            c = min(c, _crit(n, rss - red, phi, k, 1, beta))
         if c < best_c:
             best_phi, best_c = phi, c
-    phi, chosen, rss = best_phi, None, 0.0
+    phi, chosen = best_phi, None
     for _ in range(2):
-        rss, new = _select(zx_of[phi], _whiten(basis, phi), n, phi, beta, cands)
+        rss, new = _select(zx_of[phi], _whiten(basis, phi), n, phi, beta, cands,
+                           search=searches.get(phi))
         if new == chosen:
             break
         chosen = new
@@ -296,21 +331,30 @@ def _fit_option(x, basis, k, beta, cands, zx_of):
                                                    len(chosen), beta))
         if again == phi:
             break
-        phi = again
-    rss, chosen = _select(zx_of[phi], _whiten(basis, phi), n, phi, beta, cands)
+        phi, chosen = again, None
+    rss, chosen = _select(zx_of[phi], _whiten(basis, phi), n, phi, beta, cands,
+                          search=searches.get(phi))
     return _crit(n, rss, phi, k, len(chosen), beta), chosen, phi, rss
 
 
-def fit(values: np.ndarray, steps: np.ndarray | None = None, beta: float = 4.0,
+def fit(values: np.ndarray, steps: np.ndarray | None = None, beta: float = DEFAULT_BETA,
         min_size: int = 3) -> Fit:
-    """Trend plus changes of a finite series (see the module docstring): the trend, phi and
-    the changes minimizing n log(RSS/n) - log(1 - phi^2) + log(n) (k + beta m), with k trend
-    parameters and m changes (a BIC with beta/2 times its price per change)."""
+    """Trend plus changes of a series without NaNs (see the module docstring). `steps`: the
+    train step of each row (default 0, 1, ...); changes are indices into `values`. A series
+    longer than MAX_POINTS is first averaged over bins of consecutive rows."""
     x = np.asarray(values, np.float64)
+    n_rows = len(x)
+    steps = np.arange(n_rows, dtype=np.float64) if steps is None else np.asarray(steps,
+                                                                                np.float64)
+    b = max(1, -(-n_rows // MAX_POINTS))
+    if b > 1:  # bins of b rows (the last one may be shorter)
+        edges = np.arange(0, n_rows, b)
+        x = np.add.reduceat(x, edges) / np.diff(np.append(edges, n_rows))
+        steps = np.add.reduceat(steps, edges) / np.diff(np.append(edges, n_rows))
     n = len(x)
-    steps = np.arange(n) if steps is None else np.asarray(steps, np.float64)
-    if n < 2 * min_size + 2 or float(np.ptp(x)) == 0.0:
-        return Fit([], np.full(n, float(np.mean(x)) if n else np.nan), 0.0, 0.0, 0.0)
+    if n < 2 * min_size + 2 or not float(np.ptp(x)) > 0.0:
+        return Fit([], np.repeat(np.full(n, float(np.mean(x)) if n else np.nan), b)[:n_rows],
+                   0.0, 0.0, 0.0, b)
     cands = _candidates(n, min_size)
     zx_of = {phi: _whiten(x[:, None], phi)[:, 0] for phi in PHI_SEARCH}
     best = None
@@ -322,7 +366,29 @@ def fit(values: np.ndarray, steps: np.ndarray | None = None, beta: float = 4.0,
     design = _design(basis, chosen)
     coef = _lstsq(_whiten(design, phi), zx_of[phi])
     k0 = basis.shape[1]
-    changes = [Change(int(s + (length - 1) // 2), int(s), int(length), float(coef[k0 + j]))
+    changes = [Change(min(n_rows - 1, (s + (length - 1) // 2) * b + b // 2), s * b,
+                      length * b, float(coef[k0 + j]))
                for j, (s, length) in enumerate(chosen)]
     sigma = float(np.sqrt(rss / n))
-    return Fit(changes, design @ coef, phi, sigma, beta * sigma**2 * np.log(n))
+    return Fit(changes, np.repeat(design @ coef, b)[:n_rows], phi, sigma,
+               beta * sigma**2 * np.log(n), b, *_phi_refined(x, design, phi))
+
+
+PHI_FINE = tuple(np.round(np.concatenate([np.arange(0.0, 0.9, 0.05), np.arange(0.9, 0.99, 0.01),
+                                          np.arange(0.99, 0.9995, 0.001)]), 4))
+
+
+def _phi_refined(x: np.ndarray, design: np.ndarray, phi: float) -> tuple[float, ...]:
+    """(phi, sigma_e) refined on a fine grid (profile likelihood given the design), and the
+    same with Kendall's first-order bias correction (1 + 3 phi) / n added to phi (least
+    squares underestimates phi by about that, which matters near 1: the variance of a mean
+    grows like 1 / (1 - phi)^2)."""
+    n = len(x)
+    grid = sorted(set(PHI_FINE) | {phi})
+    rss = {f: _rss(x, design, f)[0] for f in grid}
+    ll = {f: -0.5 * n * np.log(max(rss[f], 1e-300) / n) + 0.5 * np.log(1.0 - f**2)
+          for f in grid}
+    best = max(ll, key=ll.get)
+    bc = min(0.999, best + (1.0 + 3.0 * best) / n) if best > 0 else 0.0
+    return (float(best), float(np.sqrt(rss[best] / n)), float(bc),
+            float(np.sqrt(_rss(x, design, bc)[0] / n)))

@@ -1,97 +1,122 @@
 """Online hop detection on the host rows while training runs.
 
-A sink: every row with probe item margins gets a per-family regime (bootstrap CI over items,
-as offline), and a hop is reported as soon as a new decided regime has lasted
-`min_regime_steps` rows — the same definition `find_hops` applies offline. With
-`save_on_hop`, it asks the trainer for a checkpoint right after each hop, so checkpoints
-bracket every mode switch: the trainer saves every requested checkpoint (orbax's interval check
-is bypassed, and a save that does not happen is reported), the state after the step in flight
-when the hop's row arrives. They count against `checkpoint.keep` like the others.
+A sink: it keeps the probe item margins of the rows seen (the last `history` rows) and
+re-runs the offline regime analysis (`regime_track` + `find_hops`, the same definitions and
+settings) on them every `check_every` rows, or by default as often as a `budget` share of the
+wall time allows (at least `min_regime_steps // 4` rows apart). A hop is reported once, when a
+check first finds it (its new regime has then lasted `min_regime_steps` rows); later checks
+may refine its step, and after `close` the detector's hops are the offline analysis of the
+same rows. With `save_on_hop`, it asks the trainer for a checkpoint right after each new hop.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 
 import numpy as np
 
 from genjax.analysis.regimes import (
+    DEFAULT_FLOOR,
+    HOP_BETA,
     NAMES,
-    UNDECIDED,
     Hop,
-    regimes_from_items,
+    find_hops,
+    item_groups,
+    regime_track,
 )
 from genjax.stream.sinks import BaseSink
-
-
-class _FamilyState:
-    def __init__(self):
-        self.stable: tuple[int, int, int] | None = None  # regime, first and last step
-        self.stable_margins: list[float] = []
-        self.run_label, self.run_start = UNDECIDED, -1
-        self.run_margins: list[float] = []
 
 
 class OnlineHopDetector(BaseSink):
     """Sink that detects regime hops per probe family as rows arrive."""
 
-    def __init__(self, min_regime_steps: int = 20, n_boot: int = 1000, seed: int = 0,
-                 save_on_hop: bool = False, log: Callable[[str], None] | None = None):
-        self.min_regime_steps, self.n_boot, self.seed = min_regime_steps, n_boot, seed
-        self.save_on_hop = save_on_hop
+    def __init__(self, min_regime_steps: int = 20, seed: int = 0, save_on_hop: bool = False,
+                 log: Callable[[str], None] | None = None, *, level: float = 0.95,
+                 margin_floor: float = DEFAULT_FLOOR, hop_beta: float = HOP_BETA,
+                 check_every: int | None = None, history: int = 2000, budget: float = 0.02):
+        del seed  # nothing is resampled
+        self.min_regime_steps, self.save_on_hop = min_regime_steps, save_on_hop
+        self.kwargs = dict(level=level, floor=margin_floor, beta=hop_beta,
+                           min_regime_steps=min_regime_steps)
+        self.check_every, self.history, self.budget = check_every, history, budget
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.hops: list[Hop] = []
         self.checkpoint_requested = False
+        self.columns: dict[str, np.ndarray] = {}
 
     def open(self, schema, meta, start_step):
         spec = next((s for s in schema if s.name == "probes/item_margin"), None)
-        self.columns: dict[str, np.ndarray] = {}
+        self.columns, self.groups = {}, {}
+        self.steps: list[int] = []
+        self.rows: list[np.ndarray] = []
+        self._since, self._cost, self._last = 0, 0.0, time.perf_counter()
         if spec is None:
             return
         labels = spec.labels["item"]
-        for family in sorted({label.rsplit("/", 1)[0] for label in labels}):
-            self.columns[family] = np.array([i for i, label in enumerate(labels)
-                                             if label.rsplit("/", 1)[0] == family])
-        self.state = {f: _FamilyState() for f in self.columns}
+        for family in dict.fromkeys(label.rsplit("/", 1)[0] for label in labels):
+            cols = np.array([i for i, label in enumerate(labels)
+                             if label.rsplit("/", 1)[0] == family])
+            self.columns[family] = cols
+            self.groups[family] = item_groups([labels[i] for i in cols])
 
     def write(self, step, row):
         margins = row.get("probes/item_margin")
-        if margins is None or not np.isfinite(margins).all():
+        if not self.columns or margins is None or not np.isfinite(margins).all():
             return
-        for family, cols in self.columns.items():
-            track = regimes_from_items(margins[cols][None, :], self.n_boot, self.seed)
-            self._advance(family, step, int(track.labels[0]), float(track.mean[0]))
+        self.steps.append(int(step))
+        self.rows.append(np.asarray(margins, np.float64))
+        if len(self.rows) > self.history:
+            self.steps, self.rows = self.steps[-self.history:], self.rows[-self.history:]
+        self._since += 1
+        if self._due():
+            self.check()
 
-    def _advance(self, family: str, step: int, label: int, margin: float) -> None:
-        st = self.state[family]
-        if label != st.run_label:
-            st.run_label, st.run_start, st.run_margins = label, step, []
-        st.run_margins.append(margin)
-        if label == UNDECIDED or len(st.run_margins) < self.min_regime_steps:
-            return
-        if len(st.run_margins) > self.min_regime_steps:  # the confirmed run goes on
-            st.stable = (label, st.stable[1], step)
-            return
-        if st.stable is not None and st.stable[0] == label:  # same regime after a gap
-            st.stable = (label, st.stable[1], step)
-            st.stable_margins = st.stable_margins + st.run_margins
-            return
-        if st.stable is not None:
-            # the size uses the new regime's rows seen so far (offline uses all of them)
-            hop = Hop(family, st.run_start,
-                      "to_generalizing" if label == 1 else "to_pattern_matching",
-                      float(np.mean(st.run_margins) - np.mean(st.stable_margins)),
-                      st.run_start - st.stable[1])
-            self.hops.append(hop)
-            self.log(f"hop: {family} became {NAMES[label]} at step {hop.step} "
-                     f"(margin change {hop.size:+.4f}), detected at step {step}")
-            if self.save_on_hop:
-                self.checkpoint_requested = True
-        st.stable, st.stable_margins = (label, st.run_start, step), st.run_margins
+    def _due(self) -> bool:
+        if self.check_every is not None:
+            return self._since >= self.check_every
+        if self._since < max(1, self.min_regime_steps // 4):
+            return False
+        return time.perf_counter() - self._last >= self._cost / self.budget
+
+    def check(self, announce: bool = True) -> list[Hop]:
+        """Runs the analysis on the rows kept; returns (and logs) the hops not seen before."""
+        t0 = time.perf_counter()
+        self._since = 0
+        new = []
+        if len(self.rows) >= 2 * self.min_regime_steps:
+            steps, m = np.asarray(self.steps), np.stack(self.rows)
+            for family, cols in self.columns.items():
+                track = regime_track(m[:, cols], steps, self.groups[family], **self.kwargs)
+                for hop in find_hops(family, track, steps, self.min_regime_steps):
+                    if self._known(hop):
+                        continue
+                    self.hops.append(hop)
+                    new.append(hop)
+        self.hops.sort(key=lambda h: h.step)
+        for hop in new if announce else ():
+            label = NAMES[1 if hop.direction == "to_generalizing" else -1]
+            self.log(f"hop: {hop.family} became {label} at step {hop.step} (margin change "
+                     f"{hop.size:+.4f}), detected at step {self.steps[-1]}")
+        if new and self.save_on_hop:
+            self.checkpoint_requested = True
+        self._last = time.perf_counter()
+        self._cost = self._last - t0
+        return new
+
+    def _known(self, hop: Hop) -> bool:
+        """A hop already reported (same family and direction, nearby step): refined in place."""
+        for i, old in enumerate(self.hops):
+            if (old.family, old.direction) == (hop.family, hop.direction) and \
+                    abs(old.step - hop.step) <= self.min_regime_steps:
+                self.hops[i] = hop
+                return True
+        return False
 
     def flush(self):
         pass
 
     def close(self):
-        pass
+        if self.columns and self._since:
+            self.check()

@@ -82,8 +82,8 @@ def plot_probes(run: Run, result: dict, opts: AnalysisOptions, out: pathlib.Path
 
 def plot_correlation(result: dict, out: pathlib.Path) -> str | None:
     u = result["universality"]
-    if not u or u.get("correlation") is None:
-        return None
+    if not u or u.get("correlation") is None or len(u["families"]) < 2:
+        return None  # one family: nothing to correlate
     corr = np.asarray(u["correlation"], float)
     fig = Figure(figsize=(1.2 + 0.7 * len(u["families"]), 1.0 + 0.6 * len(u["families"])))
     ax = fig.add_subplot(1, 1, 1)
@@ -168,18 +168,22 @@ def write_report(run: Run, out: pathlib.Path, checkpoints: list[int] = (),
     return result
 
 
-def analyze_workdir(workdir: str, opts: AnalysisOptions | None = None) -> pathlib.Path:
-    """`genjax analyze`: reads WORKDIR's metric store, writes WORKDIR/analysis/."""
+def analyze_workdir(workdir: str, opts: AnalysisOptions | None = None,
+                    overrides: dict | None = None) -> pathlib.Path:
+    """`genjax analyze`: reads WORKDIR's metric store, writes WORKDIR/analysis/. Settings:
+    `opts` as given, or the run's stored `config.analysis` settings with `overrides` (the
+    command line's flags) on top."""
     path = pathlib.Path(workdir)
     run = read(store_path(workdir))
     if len(run) < 2:
         from genjax.stream.store import StreamError
 
         raise StreamError(f"{workdir}: the metric store has {len(run)} rows; nothing to analyze")
-    if opts is None:  # the run's own `config.analysis` settings, when it stored them
+    if opts is None:  # the run's own `config.analysis` settings, then the overrides
         stored = json.loads(run.attrs.get("config") or "{}").get("analysis", {})
-        opts = AnalysisOptions(**{k: stored[k] for k in ("window", "min_regime_steps")
-                                  if k in stored})
+        fields = set(AnalysisOptions.__dataclass_fields__)
+        opts = AnalysisOptions(**{**{k: v for k, v in stored.items() if k in fields},
+                                  **(overrides or {})})
     out = path / "analysis"
     write_report(run, out, checkpoint_steps(path), opts)
     return out

@@ -35,6 +35,8 @@ class Data:
     tokenizer: Tokenizer
     seq_len: int
     seed: int
+    heldout_sizes: dict[str, int] = dataclasses.field(default_factory=dict)  # rows, per domain
+    memorization_sizes: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:
@@ -76,20 +78,32 @@ class Data:
         """The whole global batch of `step` (for tests and for memorization sets)."""
         return self.mixture(TRAIN).batch(global_batch)[step]
 
-    def heldout_rows(self, rows_per_domain: int, offset: int = 0) -> dict[str, np.ndarray]:
-        """Held-out rows [offset, offset + rows_per_domain) of every domain, grouped by domain."""
-        rows = [self.example(ds[i]) for ds in self._rows(HELDOUT)
-                for i in range(offset, offset + rows_per_domain)]
+    def per_domain(self, value: int | dict[str, int]) -> list[int]:
+        """One count per domain, from an int (every domain) or {domain name: count}."""
+        if isinstance(value, dict):
+            return [int(value[n]) for n in self.names]
+        return [int(value)] * len(self.domains)
+
+    def heldout_rows(self, rows_per_domain: int | dict[str, int],
+                     offset: int | dict[str, int] = 0) -> dict[str, np.ndarray]:
+        """Held-out rows [offset, offset + rows) of every domain, grouped by domain (`rows` and
+        `offset` an int, or per domain name)."""
+        counts, offsets = self.per_domain(rows_per_domain), self.per_domain(offset)
+        rows = [self.example(ds[i]) for ds, n, o in zip(self._rows(HELDOUT), counts, offsets)
+                for i in range(o, o + n)]
         return stack(rows)
 
-    def first_train_rows(self, rows_per_domain: int) -> tuple[dict[str, np.ndarray], int]:
-        """The first training rows of each domain in stream order, and the last stream index
-        used (rows are trained on by step `index // global_batch`)."""
+    def first_train_rows(self, rows_per_domain: int | dict[str, int]
+                         ) -> tuple[dict[str, np.ndarray], int]:
+        """The first training rows of each domain in stream order (an int, or per domain
+        name), and the last stream index used (rows are trained on by step
+        `index // global_batch`)."""
         stream, picked, index = self.mixture(TRAIN), [], 0
+        wanted = self.per_domain(rows_per_domain)
         counts = [0] * len(self.domains)
-        while min(counts) < rows_per_domain:
+        while any(c < w for c, w in zip(counts, wanted)):
             row = stream[index]
-            if counts[int(row["domain"])] < rows_per_domain:
+            if counts[int(row["domain"])] < wanted[int(row["domain"])]:
                 counts[int(row["domain"])] += 1
                 picked.append(row)
             index += 1
@@ -97,10 +111,15 @@ class Data:
         return stack(picked), index - 1
 
     def probe_items(self, n_per_family: int) -> list[ProbeItem]:
-        items = []
+        """`n_per_family` items of every built-in family, named `DOMAIN/FAMILY`."""
+        items, seen = [], set()
         for d in self.domains:
             for family in d.probe_families():
-                items += d.probe_items(family, n_per_family, self.seed)
+                batch = d.probe_items(family, n_per_family, self.seed)
+                if batch and batch[0].family in seen:
+                    raise DataError(f"probe family {batch[0].family!r} is defined twice")
+                seen.add(batch[0].family if batch else family)
+                items += batch
         return items
 
 
@@ -119,9 +138,15 @@ def build_data(config) -> Data:
                             "text_field": config.data.text_field}
     if not specs:
         raise DataError("no data: set data.domains or data.files")
-    domains, weights = [], []
+    domains, weights, sizes = [], [], {"heldout_rows": {}, "memorization_rows": {}}
     for domain_id, (name, spec) in enumerate(specs.items()):
         spec = dict(spec)
+        for key, into in sizes.items():  # per-domain hook set sizes, not domain options
+            if key in spec:
+                into[name] = spec.pop(key)
+                if not isinstance(into[name], int) or into[name] < 1:
+                    raise DataError(f"data.domains.{name}.{key} must be an int >= 1, got "
+                                    f"{into[name]!r}")
         kind = spec.pop("kind", None)
         if kind not in KINDS:
             raise DataError(f"data.domains.{name}.kind must be one of {sorted(KINDS)}, "
@@ -138,4 +163,25 @@ def build_data(config) -> Data:
     if tokenizer.vocab_size > config.model.vocab_size:
         raise DataError(f"model.vocab_size={config.model.vocab_size} is smaller than the "
                         f"tokenizer's vocabulary ({tokenizer.vocab_size})")
-    return Data(domains, weights, tokenizer, config.train.seq_len, config.seed)
+    return Data(domains, weights, tokenizer, config.train.seq_len, config.seed,
+                sizes["heldout_rows"], sizes["memorization_rows"])
+
+
+def heldout_summary(data: Data, rows: dict[str, np.ndarray]) -> list[dict]:
+    """Per domain, what a set of held-out rows holds: rows, distinct rows, distinct loss
+    tokens, and for text domains their held-out documents (and whether none hashed into the
+    held-out split, so that one was moved there)."""
+    out = []
+    for d in data.domains:
+        pick = rows["domain"] == d.domain_id
+        tokens, mask = rows["inputs"][pick], rows["loss_mask"][pick]
+        distinct = {}
+        for t, m in zip(tokens, mask):
+            distinct.setdefault(t.tobytes(), float(m.sum()))
+        rec = {"domain": d.name, "kind": d.kind, "rows": int(pick.sum()),
+               "distinct_rows": len(distinct), "tokens": int(sum(distinct.values()))}
+        if hasattr(d, "heldout_documents"):
+            rec.update(documents=d.heldout_documents, of_documents=d.documents,
+                       moved=d.moved_to_heldout)
+        out.append(rec)
+    return out

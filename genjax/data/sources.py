@@ -62,12 +62,20 @@ class Problem:
 
 @dataclasses.dataclass(frozen=True)
 class ProbeItem:
-    """A teacher-forced contrast: is `correct` or `incorrect` the likelier continuation?"""
+    """A teacher-forced contrast: is `correct` or `incorrect` the likelier continuation?
+
+    Each answer is scored followed by `terminator` (text; with `terminator_eos` the
+    tokenizer's EOS token), what ends an answer in training text, so that when one answer is a
+    prefix of the other ("jump" / "jumps") the shorter one must also predict its end.
+    `group`: for replicates of one item (several demo seeds) the item's index, else -1."""
 
     family: str
     prompt: str
     correct: str
     incorrect: str
+    terminator: str = ""
+    terminator_eos: bool = False
+    group: int = -1
 
 
 # --------------------------------------------------------------------------- synthetic tasks
@@ -79,6 +87,8 @@ class SyntheticDomain:
     kind: str = ""
     options: dict = {}
     joiner = "\n"
+    # what follows an answer in this domain's training text, scored after probe answers
+    probe_terminator = "\n"
 
     def __init__(self, name: str, domain_id: int, tokenizer: Tokenizer, seq_len: int,
                  heldout_fraction: float, seed: int, **options):
@@ -127,9 +137,13 @@ class SyntheticDomain:
         return tokens, np.asarray(weights[1 : self.seq_len + 1], np.float32)
 
     def probe_items(self, family: str, n: int, seed: int) -> list[ProbeItem]:
+        """n items of one of this domain's families, named `DOMAIN/FAMILY`."""
         make = self.probe_families()[family]
         rng = np.random.default_rng([seed, self.domain_id, 7, zlib.crc32(family.encode())])
-        return [make(rng, self.opt["probe_shots"]) for _ in range(n)]
+        return [dataclasses.replace(make(rng, self.opt["probe_shots"]),
+                                    family=f"{self.name}/{family}",
+                                    terminator=self.probe_terminator)
+                for _ in range(n)]
 
     def demos(self, problems: list[Problem]) -> str:
         return "".join(p.text + self.joiner for p in problems)
@@ -188,8 +202,7 @@ class ModularArithmetic(SyntheticDomain):
                 test = self.sample_split(rng, HELDOUT)
                 if int(test.answer) != c0:
                     break
-            return ProbeItem("arith_repeat", self.demos(demos) + test.prompt, test.answer,
-                             str(c0))
+            return ProbeItem("repeat", self.demos(demos) + test.prompt, test.answer, str(c0))
 
         def successor(rng, shots):  # demo answers c0, c0+1, ...; pattern says c0+shots
             c0 = int(rng.integers(p))
@@ -199,10 +212,10 @@ class ModularArithmetic(SyntheticDomain):
                 test = self.sample_split(rng, HELDOUT)
                 if int(test.answer) != pattern:
                     break
-            return ProbeItem("arith_successor", self.demos(demos) + test.prompt, test.answer,
+            return ProbeItem("successor", self.demos(demos) + test.prompt, test.answer,
                              str(pattern))
 
-        return {"arith_repeat": repeat, "arith_successor": successor}
+        return {"repeat": repeat, "successor": successor}
 
 
 class KVLookup(SyntheticDomain):
@@ -235,10 +248,10 @@ class KVLookup(SyntheticDomain):
                 ctx = prob.prompt.split(" ")[0]
                 others = sorted({kv.split(":")[1] for kv in ctx.split(",")} - {prob.answer})
                 if others:
-                    return ProbeItem("kv_context", prob.prompt, prob.answer,
+                    return ProbeItem("context", prob.prompt, prob.answer,
                                      others[int(rng.integers(len(others)))])
 
-        return {"kv_context": context}
+        return {"context": context}
 
 
 class Grammar(SyntheticDomain):
@@ -283,10 +296,10 @@ class Grammar(SyntheticDomain):
                 verb = self.VERBS[int(rng.integers(len(self.VERBS)))]
                 prob = Problem(self._subject(rng, plural, True), self._verb(verb, plural))
                 if is_heldout(prob.text, self.heldout_fraction):
-                    return ProbeItem("grammar_agreement", prob.prompt, prob.answer,
+                    return ProbeItem("agreement", prob.prompt, prob.answer,
                                      self._verb(verb, not plural))
 
-        return {"grammar_agreement": agreement}
+        return {"agreement": agreement}
 
 
 # ------------------------------------------------------------------------------ text files
@@ -304,12 +317,15 @@ class TextDomain:
         self.tokenizer = tokenizer
         docs = read_documents(path, text_field)
         streams: dict[int, list[int]] = {TRAIN: [], HELDOUT: []}
+        self.documents, self.heldout_documents, self.moved_to_heldout = len(docs), 0, False
         for doc in docs:
             split = HELDOUT if is_heldout(doc, heldout_fraction) else TRAIN
             streams[split] += tokenizer.encode(doc) + [tokenizer.eos_id]
+            self.heldout_documents += split == HELDOUT
         if not streams[HELDOUT] and streams[TRAIN] and len(docs) > 1:  # tiny files: keep one
             first = tokenizer.encode(docs[0]) + [tokenizer.eos_id]
             streams = {HELDOUT: first, TRAIN: streams[TRAIN][len(first):]}
+            self.heldout_documents, self.moved_to_heldout = 1, True
         if not streams[TRAIN]:
             raise DataError(f"{path}: no training documents (file has {len(docs)} documents)")
         self.streams = {k: np.asarray(v, np.int32) for k, v in streams.items()}

@@ -17,6 +17,8 @@ class Tokenizer(Protocol):
 
     def decode(self, ids) -> str: ...
 
+    def token_bytes(self) -> np.ndarray: ...  # [vocab] UTF-8 bytes per token (bits per byte)
+
 
 class ByteTokenizer:
     """UTF-8 bytes are ids 0..255; then PAD, BOS, EOS."""
@@ -26,6 +28,10 @@ class ByteTokenizer:
 
     def encode(self, text: str) -> list[int]:
         return list(text.encode("utf-8"))
+
+    def token_bytes(self) -> np.ndarray:
+        """[vocab] UTF-8 bytes each token stands for (specials: 0), for bits per byte."""
+        return np.concatenate([np.ones(256), np.zeros(self.vocab_size - 256)]).astype(np.float32)
 
     def decode(self, ids) -> str:
         return bytes(int(i) for i in np.asarray(ids).ravel() if int(i) < 256).decode(
@@ -45,6 +51,17 @@ class SentencePieceTokenizer:
 
     def encode(self, text: str) -> list[int]:
         return self._sp.encode(text)
+
+    def token_bytes(self) -> np.ndarray:
+        """[vocab] UTF-8 bytes of each piece ("\u2581" a space, byte pieces 1, control and
+        unknown pieces 0), for bits per byte."""
+        sp, out = self._sp, np.zeros(self.vocab_size, np.float32)
+        for i in range(self.vocab_size):
+            if sp.is_control(i) or sp.is_unknown(i):
+                continue
+            out[i] = 1.0 if sp.is_byte(i) else len(sp.id_to_piece(i).replace("\u2581", " ")
+                                                    .encode("utf-8"))
+        return out
 
     def decode(self, ids) -> str:
         return self._sp.decode([int(i) for i in np.asarray(ids).ravel()])

@@ -10,7 +10,9 @@ Each kind is a training domain with a matching held-out split and contrastive pr
   - pattern_arithmetic: lists of (a + b) mod p problems whose answers sometimes follow a
     shallow pattern (one repeated answer, answers counting up, labels flipped); probes set
     each pattern against the correct computation (the mode-hopping families of Wen et al.).
-Every answer is a single byte-level token, so answer-token accuracy is exact-match accuracy.
+Every answer is a single byte-level token, so answer-token accuracy is exact-match accuracy,
+and no probe answer is a prefix of the other: probe answers are scored without a terminator
+(in these configs a problem ends its row, so nothing after an answer is ever trained on).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class ModularSymbols(SyntheticDomain):
 
     kind = "modular_symbols"
     options = {"modulus": 59, "loss_on": "answer"}
+    probe_terminator = ""  # one-token answers (see the module docstring)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -89,6 +92,7 @@ class EpisodeDomain(SyntheticDomain):
     not only on the query's; "answer" and "all" mean what they mean for any domain."""
 
     line_sep = "\n"
+    probe_terminator = ""  # one-token answers (see the module docstring)
 
     def answer_mask(self, text: str) -> list[float]:
         """1.0 on the tokens of every line's answer (the text after its last space)."""
@@ -138,6 +142,9 @@ class BurstyICL(EpisodeDomain):
       - icl_vs_iwl: a trained class shown with another label than its memorized one, which
         the other class carries: the context's label vs the memorized label (accuracy > 0.5:
         the context wins; < 0.5: the weights win).
+    In iwl and icl_vs_iwl both answers are labels of classes drawn from the same Zipf law, so
+    label frequency alone (a unigram model) scores 0.5 (labels of frequent classes would
+    otherwise favour the memorized answer).
     """
 
     kind = "bursty_icl"
@@ -226,20 +233,27 @@ class BurstyICL(EpisodeDomain):
             prompt = self._episode(self._two_way(rng, (u, lu), (v, lv)), u, lu).prompt
             return ProbeItem("icl_novel", prompt, lu, lv)
 
+        def two_labels(rng) -> tuple[int, int]:
+            """Two classes drawn independently from the Zipf law, until their labels differ:
+            either label is as likely to be the correct answer as the other, so a model that
+            knows only how often each label occurs sits at chance."""
+            while True:
+                q, b = self._draw(rng, 2)
+                if self.labels[q] != self.labels[b]:
+                    return q, b
+
         def iwl(rng, shots):
-            q = self._draw(rng, 1)[0]
+            q, b = two_labels(rng)
             a = self._with_label(rng, self.labels[q], True, q)
-            b = self._with_label(rng, self.labels[q], False, q)
             context = self._two_way(rng, (self.classes[a], self.labels[a]),
                                     (self.classes[b], self.labels[b]))
             prompt = self._episode(context, self.classes[q], self.labels[q]).prompt
             return ProbeItem("iwl", prompt, self.labels[q], self.labels[b])
 
         def icl_vs_iwl(rng, shots):
-            q = self._draw(rng, 1)[0]
+            q, other = two_labels(rng)
+            swapped = self.labels[other]
             d = self._with_label(rng, self.labels[q], True, q)
-            swapped = str((int(self.labels[q]) + 1 + int(rng.integers(num_labels - 1)))
-                          % num_labels)
             context = self._two_way(rng, (self.classes[q], swapped),
                                     (self.classes[d], self.labels[d]))
             prompt = self._episode(context, self.classes[q], swapped).prompt
@@ -323,14 +337,14 @@ class PatternArithmetic(EpisodeDomain):
                     if pattern != c:
                         break
                 query = self.line(a, b, c)
-                return ProbeItem(f"arith_{mode}", self.demos(demos) + query.prompt,
+                return ProbeItem(mode, self.demos(demos) + query.prompt,
                                  query.answer, SYMBOLS[pattern])
             return make
 
         return {
-            "arith_repeat": family("repeat", lambda ans, c: ans[-1]),
-            "arith_successive": family("successive", lambda ans, c: (ans[-1] + 1) % self.p),
-            "arith_flipped": family("flipped", lambda ans, c: self.flip(c)),
+            "repeat": family("repeat", lambda ans, c: ans[-1]),
+            "successive": family("successive", lambda ans, c: (ans[-1] + 1) % self.p),
+            "flipped": family("flipped", lambda ans, c: self.flip(c)),
         }
 
 

@@ -9,7 +9,9 @@ micro-batches through the model's chunked cross-entropy (`genjax.model.token_sta
 from __future__ import annotations
 
 import dataclasses
+import math
 
+import jax.numpy as jnp
 import numpy as np
 
 from genjax.batching import EvalBatching
@@ -50,15 +52,21 @@ class HeldoutHook:
     domains: list[str]
     every: int = 1
     batching: EvalBatching = EvalBatching()
+    token_bytes: np.ndarray | None = None  # [vocab] UTF-8 bytes per token: adds heldout/bpb
+    startup_note: str = ""  # what the held-out set holds, printed once when a run starts
     name: str = "heldout"
 
     def schema(self):
         d = self.domains
+        bpb = () if self.token_bytes is None else (
+            _domain_spec("heldout/bpb", d, "held-out loss in bits per UTF-8 byte of the target "
+                         "text (comparable across tokenizers)", "bits/byte"),)
         return (
             _domain_spec("heldout/loss", d, "token-weighted held-out cross-entropy",
                          "nats/token"),
             _domain_spec("heldout/accuracy", d, "held-out next-token argmax accuracy"),
             _domain_spec("gap/loss", d, "held-out loss minus train-batch loss", "nats/token"),
+            *bpb,
         )
 
     def data(self):
@@ -70,8 +78,22 @@ class HeldoutHook:
         loss_D, acc_D, _ = _domain_means(loss_BxT, correct_BxT, data["loss_mask"],
                                          data["domain"], len(self.domains))
         train_loss_D, _, _ = train_batch_by_domain(ctx, len(self.domains))
-        return {"heldout/loss": loss_D, "heldout/accuracy": acc_D,
-                "gap/loss": loss_D - train_loss_D}
+        out = {"heldout/loss": loss_D, "heldout/accuracy": acc_D,
+               "gap/loss": loss_D - train_loss_D}
+        if self.token_bytes is not None:
+            out["heldout/bpb"] = bits_per_byte(loss_BxT, data["targets"], data["loss_mask"],
+                                               data["domain"], len(self.domains),
+                                               self.token_bytes)
+        return out
+
+
+def bits_per_byte(loss_BxT, targets_BxT, mask_BxT, domain_B, num_domains, token_bytes):
+    """Per domain: summed loss (nats) / (ln 2 x UTF-8 bytes of the target tokens). Special
+    tokens (EOS, padding) have no bytes, but their loss counts."""
+    table = jnp.asarray(token_bytes, jnp.float32)
+    loss_sum_D, _ = domain_sums(loss_BxT, mask_BxT, domain_B, num_domains)
+    bytes_sum_D, _ = domain_sums(table[targets_BxT], mask_BxT, domain_B, num_domains)
+    return safe_ratio(loss_sum_D, bytes_sum_D * math.log(2.0))
 
 
 @dataclasses.dataclass
@@ -80,16 +102,21 @@ class TrainDomainsHook:
 
     domains: list[str]
     every: int = 1
+    token_bytes: np.ndarray | None = None  # [vocab] UTF-8 bytes per token: adds .../bpb
     name: str = "train_domains"
 
     def schema(self):
         d = self.domains
+        bpb = () if self.token_bytes is None else (
+            _domain_spec("train_domains/bpb", d, "train-batch loss in bits per UTF-8 byte",
+                         "bits/byte"),)
         return (
             _domain_spec("train_domains/loss", d, "train-batch cross-entropy per domain",
                          "nats/token"),
             _domain_spec("train_domains/accuracy", d, "train-batch next-token accuracy"),
             _domain_spec("train_domains/tokens", d, "loss tokens per domain in the batch",
                          "tokens"),
+            *bpb,
         )
 
     def data(self):
@@ -97,8 +124,16 @@ class TrainDomainsHook:
 
     def compute(self, params, apply_fn, data, ctx):
         loss_D, acc_D, tokens_D = train_batch_by_domain(ctx, len(self.domains))
-        return {"train_domains/loss": loss_D, "train_domains/accuracy": acc_D,
-                "train_domains/tokens": tokens_D}
+        out = {"train_domains/loss": loss_D, "train_domains/accuracy": acc_D,
+               "train_domains/tokens": tokens_D}
+        if self.token_bytes is not None:
+            if ctx.batch is None:  # a loop that does not pass its batch
+                out["train_domains/bpb"] = jnp.full((len(self.domains),), jnp.nan)
+            else:
+                out["train_domains/bpb"] = bits_per_byte(
+                    ctx.token_loss_BxT, ctx.batch["targets"], ctx.loss_mask_BxT, ctx.domain_B,
+                    len(self.domains), self.token_bytes)
+        return out
 
 
 @dataclasses.dataclass

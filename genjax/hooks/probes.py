@@ -2,7 +2,10 @@
 
 Loads the mode-hopping suite's JSONL shape as it is (rows with `split` demo/test) and K-shot
 samples demos (`none`, `random`, `ordered`, `balanced`) with `random.Random(seed)`. Each item
-is teacher-forced as `context = prompt + " "`, then each answer's tokens. The two answers share
+is teacher-forced as `context = prompt + " "`, then each answer's tokens followed by the
+item's terminator (the text or EOS that ends an answer in training text: mean token
+probability and summed log-prob then cannot be won by an answer that is a prefix of the other,
+which would otherwise skip predicting where it ends). The two answers share
 one pass over the context: the row is [context | correct | incorrect] and an attention mask
 lets each answer see the context and its own earlier tokens but not the other answer; answer
 positions continue from the context, so each answer is scored exactly as if it followed the
@@ -48,14 +51,20 @@ class _Demo:
 
 
 def load_probe_file(path: str | pathlib.Path, family: str, shots: int = 0,
-                    sampling: str = "random", seeds: int = 1,
-                    joiner: str = "\n") -> list[ProbeItem]:
-    """Reads a published-format probe JSONL file into items, K-shot demos included."""
+                    sampling: str = "random", seeds: int = 1, joiner: str = "\n",
+                    terminator: str = "", terminator_eos: bool = False,
+                    note=None) -> list[ProbeItem]:
+    """Reads a published-format probe JSONL file into items, K-shot demos included. Each
+    answer is scored followed by `terminator` (text) or EOS (`terminator_eos`); without
+    either, test rows whose answers are prefixes of each other are named in one warning
+    (`note(text)`, default stderr). With `seeds` > 1 the items of one test row are replicates
+    (the same `group`)."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise ProbeError(f"probe file not found: {path}")
     demos: list[_Demo] = []
     tests: list[tuple[str, str, str]] = []
+    prefix_lines: list[int] = []
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -80,10 +89,20 @@ def load_probe_file(path: str | pathlib.Path, family: str, shots: int = 0,
             elif split == "test":
                 _require(row, ("prompt", "correct_answer", "incorrect_answer"), where)
                 tests.append((row["prompt"], row["correct_answer"], row["incorrect_answer"]))
+                a, b = row["correct_answer"], row["incorrect_answer"]
+                if a.startswith(b) or b.startswith(a):
+                    prefix_lines.append(lineno)
             else:
                 raise ProbeError(f"{where}: 'split' must be 'demo' or 'test', got {split!r}")
     if not tests:
         raise ProbeError(f"{path}: no test rows")
+    if prefix_lines and not terminator and not terminator_eos:
+        shown = ", ".join(f"{path}:{n}" for n in prefix_lines[:5])
+        more = f" and {len(prefix_lines) - 5} more" if len(prefix_lines) > 5 else ""
+        (note or _stderr)(
+            f"warning: probe family '{family}': one answer is a prefix of the other at {shown}"
+            f"{more}, and hooks.probes.terminator=none: the shorter answer is scored without "
+            f"predicting its end (set hooks.probes.terminator=joiner or eos)")
     k = 0 if sampling == "none" else shots
     sets = sorted({d.demo_set for d in demos})
     items = []
@@ -92,11 +111,19 @@ def load_probe_file(path: str | pathlib.Path, family: str, shots: int = 0,
         pool = [d for d in demos if d.demo_set == sets[seed % len(sets)]] if sets else []
         if k and len(pool) < k:
             raise ProbeError(f"{path}: {k}-shot sampling needs {k} demo rows, found {len(pool)}")
-        for prompt, correct, incorrect in tests:
+        for index, (prompt, correct, incorrect) in enumerate(tests):
             chosen = _sample_demos(pool, k, sampling, rng, path)
             blocks = [f"{d.prompt} {d.answer}" for d in chosen] + [prompt]
-            items.append(ProbeItem(family, joiner.join(blocks), correct, incorrect))
+            items.append(ProbeItem(family, joiner.join(blocks), correct, incorrect, terminator,
+                                   terminator_eos, index if seeds > 1 else -1))
     return items
+
+
+def _stderr(text: str) -> None:
+    import sys
+
+    if jax.process_index() == 0:
+        print(text, file=sys.stderr)
 
 
 def _require(row: dict, keys: tuple[str, ...], where: str) -> None:
@@ -123,13 +150,36 @@ def _sample_demos(pool: list[_Demo], k: int, sampling: str, rng: random.Random,
     raise ProbeError(f"unknown demo sampling {sampling!r}")
 
 
-def answer_tokens(tokenizer: Tokenizer, prompt: str, answer: str) -> tuple[list[int], list[int]]:
-    """(context tokens of `prompt + " "`, answer tokens after them in `prompt + " " + answer`)."""
+def answer_tokens(tokenizer: Tokenizer, prompt: str, answer: str, terminator: str = "",
+                  terminator_eos: bool = False) -> tuple[list[int], list[int]]:
+    """(context tokens of `prompt + " "`, the tokens after them in
+    `prompt + " " + answer + terminator`, then EOS with `terminator_eos`)."""
     context = tokenizer.encode(prompt + " ")
-    full = tokenizer.encode(prompt + " " + answer)
-    if full[: len(context)] == context:
-        return context, full[len(context):]
-    return context, tokenizer.encode(answer)  # tokenizer merged across the boundary
+    full = tokenizer.encode(prompt + " " + answer + terminator)
+    tail = full[len(context):] if full[: len(context)] == context else \
+        tokenizer.encode(answer + terminator)  # the tokenizer merged across the boundary
+    return context, tail + ([tokenizer.eos_id] if terminator_eos else [])
+
+
+def item_answers(tokenizer: Tokenizer, item: ProbeItem) -> tuple[list[int], list[int], list[int]]:
+    """(context, correct, incorrect) tokens of an item, answers with its terminator."""
+    ctx, good = answer_tokens(tokenizer, item.prompt, item.correct, item.terminator,
+                              item.terminator_eos)
+    _, bad = answer_tokens(tokenizer, item.prompt, item.incorrect, item.terminator,
+                           item.terminator_eos)
+    return ctx, good, bad
+
+
+def prefix_items(items: list[ProbeItem], tokenizer: Tokenizer) -> list[int]:
+    """Indices of the items whose scored answers (terminator included) are token prefixes of
+    each other: their mean token probabilities compare answers of different lengths."""
+    out = []
+    for i, it in enumerate(items):
+        _, good, bad = item_answers(tokenizer, it)
+        short, long = sorted((good, bad), key=len)
+        if long[: len(short)] == short:
+            out.append(i)
+    return out
 
 
 def encode_items(items: list[ProbeItem], tokenizer: Tokenizer, context_len: int = 0,
@@ -141,8 +191,7 @@ def encode_items(items: list[ProbeItem], tokenizer: Tokenizer, context_len: int 
     attention's 128)."""
     encoded = []
     for it in items:
-        ctx, good = answer_tokens(tokenizer, it.prompt, it.correct)
-        _, bad = answer_tokens(tokenizer, it.prompt, it.incorrect)
+        ctx, good, bad = item_answers(tokenizer, it)
         if not good or not bad:
             raise ProbeError(f"probe item of family {it.family!r} has an empty answer")
         encoded.append((ctx, good, bad))
@@ -188,6 +237,21 @@ def score_items(apply_fn, params, data) -> dict[str, jax.Array]:
     return out
 
 
+def item_labels(items: list[ProbeItem]) -> list[str]:
+    """`FAMILY/i` per item (i counts within the family), or `FAMILY/ITEM.SEED` for the
+    replicates of one test row (items with a `group`): analysis clusters them by ITEM."""
+    counts: dict[tuple, int] = {}
+    out = []
+    for it in items:
+        key = (it.family, it.group)
+        counts[key] = counts.get(key, 0) + 1
+        if it.group >= 0:
+            out.append(f"{it.family}/{it.group}.{counts[key] - 1}")
+        else:
+            out.append(f"{it.family}/{counts[key] - 1}")
+    return out
+
+
 @dataclasses.dataclass
 class ProbeHook:
     """Per family: hard accuracy, soft margin, log-prob margin; per item: both margins."""
@@ -206,11 +270,7 @@ class ProbeHook:
         if not self.items:
             raise ProbeError("the probe hook has no items (no built-in families, no files)")
         self.families = sorted({it.family for it in self.items})
-        counts: dict[str, int] = {}
-        self.item_labels = []
-        for it in self.items:
-            counts[it.family] = counts.get(it.family, 0) + 1
-            self.item_labels.append(f"{it.family}/{counts[it.family] - 1}")
+        self.item_labels = item_labels(self.items)
         self.encoded = encode_items(self.items, self.tokenizer, self.context_len,
                                     self.answer_len, self.length_multiple)
         fam_index = {f: i for i, f in enumerate(self.families)}

@@ -209,7 +209,8 @@ class TensorStoreSink(BaseSink):
             raise StreamError(f"cannot write metric store {self.url}: {e}") from e
 
     def _array_defs(self):
-        yield "tokens_seen", (), (), "int64", "tokens consumed through this step", "tokens", {}, 0
+        yield ("tokens_seen", (), (), "int64", "tokens the row's params were trained on "
+               "(step x batch x seq_len)", "tokens", {}, 0)
         for s in self.schema:
             yield (s.name, s.dims, s.shape, s.dtype, s.description, s.unit,
                    {k: list(v) for k, v in s.labels.items()}, "NaN")

@@ -57,7 +57,8 @@ def run_training(config: ConfigDict, workdir: str | pathlib.Path,
         sinks.append(WandbSink(config.stream.wandb_project, str(workdir)))
     if config.analysis.online_hops:
         sinks.append(OnlineHopDetector(config.analysis.min_regime_steps, seed=config.seed,
-                                       save_on_hop=config.analysis.save_on_hop))
+                                       save_on_hop=config.analysis.save_on_hop,
+                                       margin_floor=config.analysis.margin_floor))
     if os.environ.get(TEST_SIGNAL_ENV):
         sinks.append(SignalAtStep(os.environ[TEST_SIGNAL_ENV]))
     trainer = Trainer(config, workdir, sinks=sinks)

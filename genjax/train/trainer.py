@@ -319,6 +319,9 @@ class Trainer:
             cfg.log.progress if jax.process_index() == 0 else "none", cfg.log.every)
         if start:
             progress.message(f"resumed from checkpoint at step {start} in {self.workdir}")
+        for hook in self.program.hooks:
+            if getattr(hook, "startup_note", ""):
+                progress.message(hook.startup_note)
         for sink in self.sinks:
             sink.open(self.schema, self.run_meta(), start)
             if sink.warning:
@@ -444,7 +447,8 @@ class Trainer:
         """Fetches step's row and hands it to the sinks; checks it for a non-finite step
         (flagged on device, read here one step late, with the row)."""
         row = {k: np.asarray(v) for k, v in jax.device_get(metrics).items()}
-        row["tokens_seen"] = np.int64((step + 1) * self.config.train.batch_size
+        # The row's params (hooks see them before the update) were trained on `step` batches.
+        row["tokens_seen"] = np.int64(step * self.config.train.batch_size
                                       * self.config.train.seq_len)
         bad = float(row.get("train/nonfinite", 0.0)) > 0
         skip = self.config.train.on_nonfinite == "skip"

@@ -49,6 +49,13 @@ def test_report_numbers_are_the_streams(analysed):
     for i, domain in enumerate(held.labels["domain"]):
         assert result["final"][f"heldout/loss[{domain}]"] == pytest.approx(
             float(held.values[-1, i]))
+    # byte tokenizer, synthetic rows (no EOS among the targets): bits/byte = nats/token / ln 2
+    np.testing.assert_allclose(run.metrics["heldout/bpb"].values,
+                               held.values / np.log(2.0), rtol=1e-5)
+    assert run.tokens_seen[0] == 0 and run.tokens_seen[1] == 8 * 32  # row s: s batches
+    assert "train/lr" not in result["change_points"]
+    assert set(result["regimes"]) == {"arith/repeat", "arith/successor", "grammar/agreement",
+                                      "kv/context"}
     acc = run.metrics["probes/accuracy"].values
     last = acc[np.isfinite(acc).all(axis=1)][-1]  # probes ran every 2 steps
     for i, family in enumerate(run.metrics["probes/accuracy"].labels["family"]):

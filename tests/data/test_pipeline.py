@@ -110,3 +110,73 @@ def test_answer_only_loss_weights_answer_tokens(tiny_config):
     answers = [line.split("= ")[1] for line in text.split("\n")[:-1] if "= " in line]
     assert targets.startswith("".join(answers))  # rows start at a problem; the last may be cut
     assert set(targets) <= set("0123456789")
+
+
+def test_heldout_and_memorization_sizes_per_domain(tiny_hooks_config):
+    from genjax.hooks.registry import build_hooks
+
+    tiny_hooks_config.data.domains.kv.heldout_rows = 5
+    tiny_hooks_config.data.domains.arith.memorization_rows = 3
+    data = build_data(tiny_hooks_config)
+    assert data.heldout_sizes == {"kv": 5} and data.memorization_sizes == {"arith": 3}
+    hooks = {h.name: h for h in build_hooks(tiny_hooks_config, data)}
+    held = np.bincount(hooks["heldout"].rows["domain"], minlength=3)
+    default = max(1, tiny_hooks_config.train.batch_size // 3)
+    assert held.tolist() == [default, default, 5]  # arith, grammar, kv
+    mem = hooks["memorization"]
+    assert np.bincount(mem.seen["domain"]).tolist() == [3, 2, 2]
+    assert np.bincount(mem.fresh["domain"]).tolist() == [3, 2, 2]
+    # fresh rows are not the held-out hook's rows
+    held_rows = {r.tobytes() for r in hooks["heldout"].rows["inputs"]}
+    assert not held_rows & {r.tobytes() for r in mem.fresh["inputs"]}
+    tiny_hooks_config.data.domains.kv.heldout_rows = 0
+    with pytest.raises(DataError, match="heldout_rows must be an int >= 1"):
+        build_data(tiny_hooks_config)
+
+
+def one_file_corpus(tmp_path, docs: int = 26):
+    """The issue's case: a JSONL of a few long documents, none hashed into held-out."""
+    rows, i = [], 0
+    while len(rows) < docs:
+        text = f"def function_{i}(x):\n    return x * {i}  # " + "pad " * 40
+        if not is_heldout(text, 0.1):
+            rows.append({"text": text})
+        i += 1
+    path = tmp_path / "stdlib.jsonl"
+    import json
+
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def test_heldout_sets_are_reported_and_small_ones_flagged(tiny_hooks_config, tmp_path):
+    from genjax.hooks.registry import build_hooks
+
+    tiny_hooks_config.data.domains = {}
+    tiny_hooks_config.data.files = str(one_file_corpus(tmp_path))
+    tiny_hooks_config.hooks.heldout.batch_size = 10
+    tiny_hooks_config.hooks.probes.enabled = False  # a text domain has no probe families
+    data = build_data(tiny_hooks_config)
+    assert (data.domains[0].heldout_documents, data.domains[0].documents) == (1, 26)
+    note = next(h for h in build_hooks(tiny_hooks_config, data)
+                if h.name == "heldout").startup_note
+    lines = note.splitlines()
+    assert lines[0].startswith("held-out sets")
+    assert "stdlib: 1 of 26 documents (none hashed into held-out" in lines[1]
+    assert "10 rows (" in lines[1] and "distinct loss tokens" in lines[1]
+    assert lines[-1].startswith("warning: domain 'stdlib'") and "min_documents=5" in lines[-1]
+    tiny_hooks_config.hooks.heldout.on_small = "error"
+    with pytest.raises(DataError, match="held-out set too small: domain 'stdlib'"):
+        build_hooks(tiny_hooks_config, data)
+
+
+def test_synthetic_heldout_summary_counts_distinct_tokens(tiny_config):
+    from genjax.data.pipeline import heldout_summary
+
+    data = build_data(tiny_config)
+    rows = data.heldout_rows(4)
+    for rec in heldout_summary(data, rows):
+        pick = rows["domain"] == data.names.index(rec["domain"])
+        assert rec["rows"] == rec["distinct_rows"] == 4
+        assert rec["tokens"] == int(rows["loss_mask"][pick].sum())
+        assert "documents" not in rec

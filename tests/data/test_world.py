@@ -103,7 +103,7 @@ def test_bursty_icl_probes_are_correct_by_construction():
     data, dom = domain_of("icl_vs_iwl")
     label = dict(zip(dom.classes, dom.labels))
     items = data.probe_items(50)
-    assert {it.family for it in items} == {"icl_novel", "iwl", "icl_vs_iwl"}
+    assert {it.family for it in items} == {"icl/icl_novel", "icl/iwl", "icl/icl_vs_iwl"}
     for it in items:
         context, query = parse_icl(it.prompt)
         shown = [v for _, v in context]
@@ -111,9 +111,9 @@ def test_bursty_icl_probes_are_correct_by_construction():
         assert len(context) == dom.opt["context_pairs"] and it.correct != it.incorrect
         # copying a context label cannot pass: both answers occur, equally often
         assert shown.count(it.correct) == shown.count(it.incorrect) == len(context) // 2
-        if it.family == "icl_novel":  # novel classes, labels only in the context
+        if it.family == "icl/icl_novel":  # novel classes, labels only in the context
             assert {k for k, _ in context} <= set(dom.novel) and in_context == {it.correct}
-        elif it.family == "iwl":  # the query is absent from the context: its memorized label
+        elif it.family == "icl/iwl":  # the query is absent from the context: its memorized label
             assert not in_context and it.correct == label[query]
             assert all(label[k] == v for k, v in context)
         else:  # the context's label for the query against its memorized label
@@ -165,13 +165,13 @@ def test_pattern_arithmetic_probes_set_pattern_against_computation():
     data, dom = domain_of("pattern_vs_compute")
     p, shots = dom.p, dom.opt["probe_shots"]
     items = data.probe_items(50)
-    assert {it.family for it in items} == {"arith_repeat", "arith_successive", "arith_flipped"}
+    assert {it.family for it in items} == {"arith/repeat", "arith/successive", "arith/flipped"}
     for it in items:
         *demos, query = it.prompt.split("\n")
         lines = parse_arith("\n".join(demos))
         a, b = (SYMBOLS.index(x) for x in query.rstrip("=").split("+"))
         correct, wrong = SYMBOLS.index(it.correct), SYMBOLS.index(it.incorrect)
-        mode = it.family.removeprefix("arith_")
+        mode = it.family.removeprefix("arith/")
         assert len(lines) == shots and mode in mode_of(lines, p)
         assert correct == (a + b) % p and wrong != correct
         pattern = {"repeat": lines[-1][2], "successive": (lines[-1][2] + 1) % p,

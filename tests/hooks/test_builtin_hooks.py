@@ -40,16 +40,18 @@ def per_domain_reference(trainer, params, rows, num_domains):
 
 
 def probe_reference(trainer, params, items, tokenizer):
-    """Scores each answer in its own plain causal pass over `prompt + " " + answer`
-    (right-padded to one length: causal attention makes the padding invisible)."""
-    texts = [it.prompt + " " + a for it in items for a in (it.correct, it.incorrect)]
+    """Scores each answer in its own plain causal pass over `prompt + " " + answer` and the
+    item's terminator (right-padded to one length: causal attention makes the padding
+    invisible)."""
+    texts = [it.prompt + " " + a + it.terminator for it in items
+             for a in (it.correct, it.incorrect)]
     width = max(len(tokenizer.encode(t)) for t in texts)
     out = []
     for it in items:
         ctx = tokenizer.encode(it.prompt + " ")
         scores = []
         for answer in (it.correct, it.incorrect):
-            ids = tokenizer.encode(it.prompt + " " + answer)
+            ids = tokenizer.encode(it.prompt + " " + answer + it.terminator)
             padded = np.full((1, width), tokenizer.pad_id, np.int32)
             padded[0, : len(ids) - 1] = ids[:-1]
             logp = log_softmax(forward(trainer, params, padded))[0]

@@ -103,3 +103,125 @@ def test_shared_context_layout_and_mask():
     assert mask[7, 2:5].all() and not mask[7, 5:7].any()  # incorrect sees context, not correct
     assert mask[6, 5] and not mask[5, 6]  # causal inside an answer
     assert not mask[3, 0]  # context does not see padding
+
+
+# ------------------------------------------------------------- scoring cannot be won by length
+
+
+def frequency_logits(data, steps: int = 30, batch: int = 64):
+    """log p(token) and log p(token | previous token) from training rows (add-one): a model
+    that knows only token frequencies."""
+    v = data.tokenizer.vocab_size
+    uni, bi = np.ones(v), np.ones((v, v))
+    for s in range(steps):
+        b = data.train_batch(s, batch)
+        np.add.at(uni, b["targets"].ravel(), 1)
+        np.add.at(bi, (b["inputs"].ravel(), b["targets"].ravel()), 1)
+    return np.log(uni / uni.sum()), np.log(bi / bi.sum(axis=1, keepdims=True))
+
+
+def hook_scores(items, tokenizer, logits, bigram: bool):
+    """The probe hook's own metrics with a frequency model standing in for the LM."""
+    import jax
+    import jax.numpy as jnp
+
+    from genjax.hooks.probes import ProbeHook
+
+    hook = ProbeHook(items, tokenizer)
+    table = jnp.asarray(logits, jnp.float32)
+
+    def apply_fn(params, tokens, positions=None, shared_prefix=None, logits_at=None):
+        if bigram:  # the logits at each answer position follow the token before it
+            return table[jnp.take_along_axis(tokens, logits_at, axis=1)]
+        return jnp.broadcast_to(table, logits_at.shape + table.shape)
+
+    out = hook.compute(None, apply_fn, jax.tree.map(jnp.asarray, hook.data()), None)
+    return hook.families, np.asarray(out["probes/accuracy"]), np.asarray(out["probes/logp_margin"])
+
+
+@pytest.mark.parametrize("config_name", ["tiny", "icl_vs_iwl", "pattern_vs_compute"])
+def test_a_frequency_model_sits_at_chance_on_every_builtin_family(config_name):
+    """Unigram and bigram frequencies of the training text cannot tell correct from
+    incorrect: answer length (prefix answers such as jump/jumps, 1/17) and label frequency
+    explain no family's accuracy. 400 items: |accuracy - 0.5| <= 3.5 binomial sd."""
+    from genjax.config import load
+    from genjax.data import build_data
+    from genjax.hooks.probes import prefix_items
+    from tests.conftest import CONFIGS
+
+    data = build_data(load(CONFIGS / f"{config_name}.py"))
+    items = data.probe_items(400)
+    assert prefix_items(items, data.tokenizer) == []  # terminated: no answer is a prefix
+    unigram, bigram = frequency_logits(data)
+    tolerance = 3.5 * np.sqrt(0.25 / 400)
+    for logits, is_bigram in ((unigram, False), (bigram, True)):
+        families, acc, _ = hook_scores(items, data.tokenizer, logits, is_bigram)
+        off = {f: float(a) for f, a in zip(families, acc) if abs(a - 0.5) > tolerance}
+        assert not off, (config_name, is_bigram, off)
+
+
+def test_answers_are_scored_with_their_terminator():
+    from genjax.data.sources import ProbeItem
+    from genjax.hooks.probes import answer_tokens, prefix_items
+
+    tok = ByteTokenizer()
+    bare = ProbeItem("f", "the dog", "runs", "run")
+    joined = ProbeItem("f", "the dog", "runs", "run", terminator="\n")
+    eos = ProbeItem("f", "the dog", "runs", "run", terminator_eos=True)
+    assert prefix_items([bare, joined, eos], tok) == [0]
+    assert answer_tokens(tok, "the dog", "run", "\n")[1] == tok.encode("run\n")
+    assert answer_tokens(tok, "the dog", "run", "", True)[1] == tok.encode("run") + [tok.eos_id]
+    enc = encode_items([joined], tok)
+    answers = enc["tokens"][0, -2 * 5:]  # the answer region: 2 x the longest answer (5)
+    assert tok.decode(answers[:5]) == "runs\n" and tok.decode(answers[5:9]) == "run\n"
+
+
+def test_builtin_families_use_the_domains_joiner_as_terminator(tiny_config):
+    from genjax.data import build_data
+
+    items = build_data(tiny_config).probe_items(4)
+    assert {it.terminator for it in items} == {"\n"}
+    assert {it.family for it in items} == {"arith/repeat", "arith/successor",
+                                           "grammar/agreement", "kv/context"}
+
+
+def test_prefix_answers_warn_naming_the_file_and_line(tmp_path):
+    rows = [{"split": "test", "prompt": "the dog", "correct_answer": "runs",
+             "incorrect_answer": "run"},
+            {"split": "test", "prompt": "1+0=", "correct_answer": "1",
+             "incorrect_answer": "17"},
+            {"split": "test", "prompt": "x", "correct_answer": "yes", "incorrect_answer": "no"}]
+    f = write(tmp_path / "p.jsonl", rows)
+    notes = []
+    load_probe_file(f, "fam", note=notes.append)
+    assert len(notes) == 1 and f"{f}:1" in notes[0] and f"{f}:2" in notes[0]
+    assert f"{f}:3" not in notes[0] and "terminator" in notes[0]
+    notes.clear()
+    items = load_probe_file(f, "fam", terminator="\n", note=notes.append)
+    assert not notes and items[0].terminator == "\n"
+
+
+def test_replicates_share_an_item_label(tmp_path):
+    from genjax.hooks.probes import item_labels
+
+    f = write(tmp_path / "p.jsonl", DEMOS + TESTS)
+    items = load_probe_file(f, "fam", shots=2, sampling="random", seeds=2)
+    assert item_labels(items) == ["fam/0.0", "fam/1.0", "fam/2.0", "fam/0.1", "fam/1.1",
+                                  "fam/2.1"]
+    single = load_probe_file(f, "fam", shots=2, sampling="random", seeds=1)
+    assert item_labels(single) == ["fam/0", "fam/1", "fam/2"]
+
+
+def test_families_are_namespaced_by_domain_and_clashes_refused(tiny_config, tmp_path):
+    from genjax.data import build_data
+    from genjax.hooks.registry import probe_items
+
+    tiny_config.data.domains = {"kv": {"kind": "kv_lookup"},
+                                "kv_long": {"kind": "kv_lookup", "num_pairs": 8}}
+    tiny_config.hooks.probes.builtin_items = 4
+    data = build_data(tiny_config)
+    families = [it.family for it in probe_items(tiny_config, data)]
+    assert families == ["kv/context"] * 4 + ["kv_long/context"] * 4
+    tiny_config.hooks.probes.files["kv/context"] = str(write(tmp_path / "p.jsonl", TESTS))
+    with pytest.raises(ProbeError, match="kv/context"):
+        probe_items(tiny_config, data)

@@ -13,7 +13,7 @@ from tests.conftest import CONFIGS
 # float32 on CPU: reductions split over 8 shards reorder sums. Measured over 8 steps with every
 # hook: metrics differ by at most 5.7e-6 (a summed probe log-prob), params by 9e-8.
 SHARDED_TOL = 1e-5
-PARAMS_TOL = 1e-6
+PARAMS_TOL = 2e-6  # 1.3e-6 measured since warmup's first update is no longer a no-op
 
 
 def run(config, workdir, devices=1, stop_after=None, sinks=()):

@@ -1,0 +1,106 @@
+"""Every analysis path on small synthetic streams: one family, one domain, one item, no probes;
+inputs are not change-point tested; rates are per step; flags merge over stored settings."""
+
+import json
+
+import numpy as np
+import pytest
+
+from genjax.analysis.analyze import AnalysisOptions, analyze
+from genjax.analysis.report import write_report
+from genjax.stream.store import Run, Series
+
+
+def make_run(steps: np.ndarray, families: dict[str, np.ndarray] | None = None,
+             domains: tuple[str, ...] = ("d0",), config: dict | None = None) -> Run:
+    """A Run with train/lr (a schedule), train/loss (a decay), per-domain losses and, per
+    family, per-item margins [S, N] (NaN rows: the probes did not run)."""
+    rng = np.random.default_rng(0)
+    s = len(steps)
+    lr = np.minimum(1.0, (steps + 1) / 20) * 3e-3
+    metrics = {
+        "train/lr": Series(lr, (), {}, unit=""),
+        "train/loss": Series(3 + 2 * np.exp(-steps / 50) + rng.normal(0, 0.02, s), (), {}),
+        "train_domains/loss": Series(2 + rng.normal(0, 0.05, (s, len(domains))), ("domain",),
+                                     {"domain": list(domains)}),
+        "train_domains/tokens": Series(np.full((s, len(domains)), 64.0), ("domain",),
+                                       {"domain": list(domains)}, unit="tokens"),
+    }
+    if families:
+        names = list(families)
+        soft = np.stack([families[f].mean(axis=1) for f in names], axis=1)
+        items = np.concatenate([families[f] for f in names], axis=1)
+        labels = [f"{f}/{i}" for f in names for i in range(families[f].shape[1])]
+        metrics["probes/soft_margin"] = Series(soft, ("family",), {"family": names})
+        metrics["probes/item_margin"] = Series(items, ("item",), {"item": labels})
+    attrs = {"domains": list(domains), "config": json.dumps({"analysis": config or {}})}
+    return Run(steps, steps * 64, metrics, attrs)
+
+
+def hop_margins(steps: np.ndarray, items: int, every: int = 1) -> np.ndarray:
+    """-0.2 then +0.2 from the middle, small noise; NaN on rows where probes did not run."""
+    rng = np.random.default_rng(1)
+    level = np.where(steps < steps[len(steps) // 2], -0.2, 0.2)
+    m = level[:, None] + rng.normal(0, 0.05, (len(steps), items))
+    m[steps % every != 0] = np.nan
+    return m
+
+
+@pytest.mark.parametrize("case", ["no_probes", "one_family_one_item", "one_family",
+                                  "two_families_every_10"])
+def test_every_path_runs_and_reports(tmp_path, case):
+    steps = np.arange(400)
+    families = {"no_probes": None,
+                "one_family_one_item": {"fam": hop_margins(steps, 1)},
+                "one_family": {"fam": hop_margins(steps, 16)},
+                "two_families_every_10": {"a/x": hop_margins(steps, 8, 10),
+                                          "b/y": -hop_margins(steps, 8, 10)}}[case]
+    run = make_run(steps, families)
+    result = write_report(run, tmp_path, checkpoints=[100, 399])
+    for name in ("report.html", "summary.md", "analysis.json", "domains.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert "train/lr" not in result["change_points"]  # an input, not a measurement
+    assert not any(k.startswith("train_domains/tokens") for k in result["change_points"])
+    assert result["change_points"]["train/loss"]["steps"] == []  # a smooth decay
+    if families is None:
+        assert result["regimes"] == {} and result["hops"] == []
+        return
+    assert (tmp_path / "probes.png").exists()
+    assert (tmp_path / "universality.png").exists() == (len(families) > 1)
+    for r in result["regimes"].values():
+        assert r["hops"] == 1 and r["final"] in ("generalizing", "pattern_matching")
+        # per 1,000 steps of the run (400 steps), whatever the probes' `every`
+        assert r["hops_per_1k_steps"] == pytest.approx(1000 / 400)
+        assert sum(r["counts"].values()) == r["rows"]
+    for hop in result["hops"]:
+        assert abs(hop["step"] - 200) <= 10
+
+
+def test_flags_merge_over_the_runs_stored_settings(tmp_path, monkeypatch):
+    from genjax.analysis import report
+
+    steps = np.arange(300)
+    run = make_run(steps, {"fam": hop_margins(steps, 8)},
+                   config={"min_regime_steps": 7, "window": 30, "margin_floor": 0.5})
+    seen = {}
+    monkeypatch.setattr(report, "store_path", lambda workdir: workdir)
+    monkeypatch.setattr(report, "read", lambda path: run)
+    monkeypatch.setattr(report, "write_report",
+                        lambda run, out, ckpts, opts: seen.setdefault("opts", opts))
+    report.analyze_workdir(str(tmp_path), overrides={"beta": 5.0})
+    opts = seen["opts"]
+    assert (opts.beta, opts.min_regime_steps, opts.window, opts.margin_floor) == \
+        (5.0, 7, 30, 0.5)
+    assert AnalysisOptions().beta != 5.0
+
+
+def test_min_regime_steps_applies_to_regimes_and_checkpoints():
+    steps = np.arange(400)
+    m = hop_margins(steps, 16)
+    m[300:310] = -0.5  # a 10-row flicker inside the generalizing regime
+    run = make_run(steps, {"fam": m})
+    strict = analyze(run, [305], AnalysisOptions(min_regime_steps=20))
+    assert strict["regimes"]["fam"]["hops"] == 1  # the flicker is no regime
+    loose = analyze(run, [305], AnalysisOptions(min_regime_steps=5))
+    assert loose["regimes"]["fam"]["hops"] == 3
+    assert not loose["checkpoints"]  # row 305 sits in the flicker, not in a gen regime
