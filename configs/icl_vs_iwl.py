@@ -26,9 +26,9 @@ icl_novel accuracy 0.53-0.62 until step 340, 0.72 at 360, 0.94 at 420, ~1.0 from
 margin 0.11 at 340, 0.76 at 420); icl_vs_iwl margin -0.32 at step 100, -0.16 at 300, > 0 from
 340, accuracy 0.91 at 360; iwl accuracy ~0.8-0.9 from step 100 on, its margin shrinking from
 ~0.59 (340) to ~0.4 after the phase change. `genjax analyze`: soft-margin change points at 386
-(icl_novel) and 276 and 342 (icl_vs_iwl); icl_novel and iwl generalizing from 388 and 88. It
-finds no hop on icl_vs_iwl today: the slow drift inside each regime fits as AR(1) noise with
-phi ~0.99, and the regime intervals come out too wide (issue 18, open).
+(icl_novel) and 276 and 342 (icl_vs_iwl); icl_novel and iwl generalizing from 388 and 88;
+one hop: icl_vs_iwl from pattern_matching (weights win, steps 0-274) to generalizing (context
+wins) at step 346.
 """
 
 from genjax.config import ConfigDict, base_config

@@ -44,14 +44,13 @@ def hops_of(result: dict, family: str) -> list[dict]:
     return [h for h in result["hops"] if h["family"] == family]
 
 
-KNOWN_MISS = ("issue 18 is open: a slow trend inside a regime raises the fitted AR(1) phi to "
-              "~0.99, so the regime intervals get too wide and `genjax analyze` misses "
-              "documented hops")
+KNOWN_MISS = ("known miss (issue 18): a regime that lies mostly inside a fitted ramp is too "
+              "short to be decided, so `genjax analyze` reports no hop for it")
 
 
 def expect_hops(missed: list) -> None:
-    """The training curves passed; `genjax analyze`'s hops are a known miss (reported as
-    xfail, naming what was missed) until issue 18's regime intervals are fixed."""
+    """The training curves passed; a hop `genjax analyze` misses is reported as xfail,
+    naming what was missed (arith/successive's brief pattern-matching dip, measured)."""
     if missed:
         pytest.xfail(f"{KNOWN_MISS}: {missed}")
 

@@ -8,9 +8,12 @@ and a confidence interval with two parts:
     AR(1): sigma_u^2 / L^2 (L + 2 sum_k (L - k) phi^k), with phi bias-corrected (least
     squares underestimates it by ~(1 + 3 phi) / n, and the variance of a mean grows like
     1 / (1 - phi)^2). A strongly autocorrelated wander is therefore wide, however narrow
-    the spread across items is. The interval uses Student's t with the series' effective
-    sample size, n (1 - phi) / (1 + phi), less one, as degrees of freedom (at phi = 0.995 a
-    2,000-row series holds ~5 independent observations of its noise);
+    the spread across items is. Where the noise around a straight line inside each segment
+    is less persistent than the whole fit says, that smaller phi is used: a slow drift
+    inside a regime (a model still learning) is not persistent noise. The interval uses
+    Student's t with the series' effective sample size, n (1 - phi) / (1 + phi), less one,
+    as degrees of freedom (at phi = 0.995 a 2,000-row series holds ~5 independent
+    observations of its noise);
   - items: the variance of the mean over items of their segment means (between-cluster
     variance / clusters), where the replicates of one item (probe files with
     `hooks.probes.seeds` > 1, labels `family/ITEM.SEED`) form one cluster.
@@ -23,7 +26,7 @@ interval on both sides.
 
 Coverage (benchmarks/analysis_noise.py, zero-mean AR(1) noise with a shared drift, phi 0 to
 0.995, 2,000 rows x 32 items, 20 runs per phi): the 95% interval holds the true level (0) on
-90.6-97.5% of the rows, by phi (README, Analysis).
+87.0-97.5% of the rows, by phi (README, Analysis).
 """
 
 from __future__ import annotations
@@ -107,6 +110,31 @@ def _quantile(level: float, dof: float) -> float:
     return float(t.ppf(p, max(dof, 1.0)))
 
 
+def _local_noise(x: np.ndarray, bounds, bin_rows: int) -> tuple[float, float] | None:
+    """(phi, sigma_e) of the AR(1) noise around a straight line fitted inside each segment
+    (pooled over segments, Kendall bias-corrected): a slow drift inside a regime is not
+    taken for persistent noise."""
+    res = []
+    for a, b in bounds:
+        seg = x[a:b:bin_rows] if bin_rows > 1 else x[a:b]
+        if len(seg) < 8:
+            continue
+        t = np.arange(len(seg), dtype=np.float64)
+        coef = np.polyfit(t, seg, 1)
+        res.append(seg - np.polyval(coef, t))
+    if not res:
+        return None
+    num = sum(float(np.dot(r[1:], r[:-1])) for r in res)
+    den = sum(float(np.dot(r[:-1], r[:-1])) for r in res)
+    n = sum(len(r) for r in res)
+    if den <= 0:
+        return None
+    phi = float(np.clip(num / den, 0.0, 0.999))
+    phi = min(0.999, phi + (1.0 + 3.0 * phi) / n) if phi > 0 else 0.0
+    e = np.concatenate([r[1:] - phi * r[:-1] for r in res])
+    return phi, float(np.sqrt(np.mean(e**2)))
+
+
 def regime_track(margins, steps=None, groups=None, level: float = 0.95,
                  floor: float = DEFAULT_FLOOR, beta: float = HOP_BETA,
                  min_regime_steps: int = 20) -> RegimeTrack:
@@ -133,6 +161,9 @@ def regime_track(margins, steps=None, groups=None, level: float = 0.95,
     groups = np.arange(m.shape[1]) if groups is None else np.asarray(groups)
     # the noise variance comes from the whole series: its effective sample size sets the dof
     phi_v, sig_v = f.phi_bc, f.sigma_bc
+    local = _local_noise(x, bounds, f.bin)
+    if local is not None and local[0] < phi_v:
+        phi_v, sig_v = local
     dof = len(x) / f.bin * (1.0 - phi_v) / (1.0 + phi_v) - 1.0
     z = _quantile(level, dof)
     segments = []
