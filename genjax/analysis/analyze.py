@@ -14,6 +14,7 @@ from genjax.analysis.regimes import (
     NAMES,
     RegimeTrack,
     find_hops,
+    item_family,
     item_groups,
     regime_track,
     segments,
@@ -58,11 +59,6 @@ def named_series(run: Run, include_items: bool = False,
             for i, label in enumerate(labels):
                 out[f"{name}[{label}]"] = s.values[:, i]
     return out
-
-
-def item_family(label: str) -> str:
-    """`kv/context/3` -> `kv/context`; `mine/3.1` (item 3, seed 1) -> `mine`."""
-    return label.rsplit("/", 1)[0]
 
 
 def family_tracks(run: Run, opts: AnalysisOptions) -> dict[str, tuple[RegimeTrack, np.ndarray]]:

@@ -23,6 +23,7 @@ from genjax.analysis.regimes import (
     NAMES,
     Hop,
     find_hops,
+    item_family,
     item_groups,
     regime_track,
 )
@@ -55,9 +56,9 @@ class OnlineHopDetector(BaseSink):
         if spec is None:
             return
         labels = spec.labels["item"]
-        for family in dict.fromkeys(label.rsplit("/", 1)[0] for label in labels):
+        for family in dict.fromkeys(item_family(label) for label in labels):
             cols = np.array([i for i, label in enumerate(labels)
-                             if label.rsplit("/", 1)[0] == family])
+                             if item_family(label) == family])
             self.columns[family] = cols
             self.groups[family] = item_groups([labels[i] for i in cols])
 

@@ -91,6 +91,11 @@ def ar1_mean_var(length, phi: float, sigma_e: float):
     return su2 * (n + 2.0 * lag_sum) / n**2
 
 
+def item_family(label: str) -> str:
+    """`kv/context/3` -> `kv/context`; `mine/3.1` (item 3, seed 1) -> `mine`."""
+    return label.rsplit("/", 1)[0]
+
+
 def item_groups(labels) -> np.ndarray:
     """Cluster id of each item label `family/ITEM` or `family/ITEM.SEED` (replicates of one
     item share a cluster)."""

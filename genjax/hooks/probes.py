@@ -170,18 +170,6 @@ def item_answers(tokenizer: Tokenizer, item: ProbeItem) -> tuple[list[int], list
     return ctx, good, bad
 
 
-def prefix_items(items: list[ProbeItem], tokenizer: Tokenizer) -> list[int]:
-    """Indices of the items whose scored answers (terminator included) are token prefixes of
-    each other: their mean token probabilities compare answers of different lengths."""
-    out = []
-    for i, it in enumerate(items):
-        _, good, bad = item_answers(tokenizer, it)
-        short, long = sorted((good, bad), key=len)
-        if long[: len(short)] == short:
-            out.append(i)
-    return out
-
-
 def encode_items(items: list[ProbeItem], tokenizer: Tokenizer, context_len: int = 0,
                  answer_len: int = 0, length_multiple: int = 1) -> dict[str, np.ndarray]:
     """Token rows [context (left-padded) | correct | incorrect] with segment ids, positions,

@@ -8,6 +8,8 @@ at phi 0.9 (steps and 50-step ramps) all found within 20 steps / inside the ramp
 sweep (20 runs per phi) is benchmarks/analysis_noise.py.
 """
 
+import sys
+
 import numpy as np
 
 from genjax.analysis.online import OnlineHopDetector
@@ -23,20 +25,10 @@ from genjax.analysis.regimes import (
     regimes_from_window,
 )
 from genjax.hooks.base import MetricSpec
+from tests.conftest import ROOT
 
-
-def ar1(rng, shape, phi, sd):
-    e = rng.normal(size=shape) * sd * np.sqrt(1 - phi**2)
-    x = np.empty(shape)
-    x[0] = rng.normal(size=shape[1:]) * sd
-    for t in range(1, shape[0]):
-        x[t] = phi * x[t - 1] + e[t]
-    return x
-
-
-def family(rng, steps, items, phi, s):
-    """The issue's noise model: a shared drift plus per-item noise, both AR(1) with sd s."""
-    return ar1(rng, (steps,), phi, s)[:, None] + ar1(rng, (steps, items), phi, s)
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from analysis_noise import ar1, family_margins  # noqa: E402  the benchmark's noise model
 
 
 def test_regimes_from_known_margins():
@@ -133,7 +125,7 @@ def test_autocorrelated_shared_drift_is_not_a_hop():
     steps, hops, cover = np.arange(2000), 0, []
     for phi in (0.98, 0.995):
         for _ in range(4):
-            track = regime_track(family(rng, 2000, 32, phi, 0.05), steps)
+            track = regime_track(family_margins(rng, phi, 2000, 32, 0.05), steps)
             hops += len(find_hops("fam", track, steps))
             cover.append(np.mean((track.ci_low <= 0) & (track.ci_high >= 0)))
     assert hops == 0
@@ -147,7 +139,7 @@ def test_planted_hops_recalled():
         for run in range(3):
             sign = 1 if run % 2 == 0 else -1
             level = 4 * s * (np.clip((steps - 999) / ramp, 0, 1) - 0.5) * sign
-            m = family(rng, 2000, 32, 0.9, s) + level[:, None]
+            m = family_margins(rng, 0.9, 2000, 32, s) + level[:, None]
             hops = find_hops("fam", regime_track(m, steps), steps)
             want = "to_generalizing" if sign > 0 else "to_pattern_matching"
             ok = [h for h in hops if h.direction == want and

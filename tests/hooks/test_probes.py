@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 
 from genjax.data.tokenizers import ByteTokenizer
-from genjax.hooks.probes import ProbeError, encode_items, load_probe_file, probe_mask
+from genjax.hooks.probes import (
+    ProbeError,
+    encode_items,
+    item_answers,
+    load_probe_file,
+    probe_mask,
+)
 
 DEMOS = [{"split": "demo", "prompt": f"q{i}", "answer": f"a{i}", "label": i % 2}
          for i in range(6)]
@@ -139,6 +145,18 @@ def hook_scores(items, tokenizer, logits, bigram: bool):
     return hook.families, np.asarray(out["probes/accuracy"]), np.asarray(out["probes/logp_margin"])
 
 
+def prefix_items(items, tokenizer) -> list[int]:
+    """Indices of the items whose scored answers (terminator included) are token prefixes of
+    each other: their mean token probabilities compare answers of different lengths."""
+    out = []
+    for i, it in enumerate(items):
+        _, good, bad = item_answers(tokenizer, it)
+        short, long = sorted((good, bad), key=len)
+        if long[: len(short)] == short:
+            out.append(i)
+    return out
+
+
 @pytest.mark.parametrize("config_name", ["tiny", "icl_vs_iwl", "pattern_vs_compute"])
 def test_a_frequency_model_sits_at_chance_on_every_builtin_family(config_name):
     """Unigram and bigram frequencies of the training text cannot tell correct from
@@ -146,7 +164,6 @@ def test_a_frequency_model_sits_at_chance_on_every_builtin_family(config_name):
     explain no family's accuracy. 400 items: |accuracy - 0.5| <= 3.5 binomial sd."""
     from genjax.config import load
     from genjax.data import build_data
-    from genjax.hooks.probes import prefix_items
     from tests.conftest import CONFIGS
 
     data = build_data(load(CONFIGS / f"{config_name}.py"))
@@ -162,7 +179,7 @@ def test_a_frequency_model_sits_at_chance_on_every_builtin_family(config_name):
 
 def test_answers_are_scored_with_their_terminator():
     from genjax.data.sources import ProbeItem
-    from genjax.hooks.probes import answer_tokens, prefix_items
+    from genjax.hooks.probes import answer_tokens
 
     tok = ByteTokenizer()
     bare = ProbeItem("f", "the dog", "runs", "run")
