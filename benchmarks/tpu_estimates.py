@@ -11,6 +11,8 @@ Needs libtpu (`pip install -e ".[tpu]"`); each big compile takes minutes on a sm
     python benchmarks/tpu_estimates.py [--runs gpt2_124m@v5e:4x4,llama_1b@v5p-8] [--out FILE]
     python benchmarks/tpu_estimates.py --runs llama_1b@v5p-8+model.n_layers=32  # overrides
     python benchmarks/tpu_estimates.py --quick   # one tiny splash config, seconds
+    python benchmarks/tpu_estimates.py --no_estimates --runs llama_1b@v5p-8,\
+        llama_1b@v5p-8+model.n_layers=32        # compile time vs depth, memory
 """
 
 from __future__ import annotations
@@ -65,7 +67,8 @@ def parse_run(run: str) -> tuple[str, str, list[tuple[str, str]]]:
 
 
 def estimate(preset: str, topology: str, overrides=(),
-             kernel_efficiency: float = DEFAULT_KERNEL_EFFICIENCY) -> dict:
+             kernel_efficiency: float = DEFAULT_KERNEL_EFFICIENCY,
+             estimates: bool = True) -> dict:
     """One preset on one slice: the compile report, or the reason it cannot run there."""
     config = load(CONFIGS / f"{preset}.py")
     for key, value in overrides:
@@ -74,7 +77,7 @@ def estimate(preset: str, topology: str, overrides=(),
     start = time.perf_counter()
     try:
         report = compile_report(config, parse_topology(topology),
-                                kernel_efficiency=kernel_efficiency)
+                                kernel_efficiency=kernel_efficiency, estimates=estimates)
     except CompileError as e:
         return {"preset": label, "topology": topology, "error": str(e)}
     report["preset"] = label
@@ -105,6 +108,10 @@ def table(results: list[dict]) -> str:
         w = r["with_hooks"]
         wo = r.get("without_hooks", w)
         hbm = mem["hbm"] / GiB
+        if w["loops_in_program"] and not w["estimate_compiled_unrolled"]:  # --no_estimates
+            w, wo = ({k: (None if k.startswith("est_") else v) for k, v in d.items()}
+                     for d in (w, wo))
+            h = {**h, "est_flops_share": None, "est_step_time_share": None}
         lines.append(
             f"| {r['preset']} | {r['topology']} ({r['friendly_name']}) | "
             f"{m['data']} x {m['fsdp']} x {m['tensor']} | "
@@ -129,12 +136,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="only a tiny splash config with every hook (seconds)")
     parser.add_argument("--kernel_efficiency", type=float, default=DEFAULT_KERNEL_EFFICIENCY,
                         help="fraction of peak assumed for the splash kernels' FLOPs")
+    parser.add_argument("--no_estimates", action="store_true",
+                        help="memory and compile time only: skip the unrolled estimate "
+                             "compiles (their FLOPs, bytes and times count loop bodies once)")
     args = parser.parse_args(argv)
     results = []
     for run in (QUICK_RUNS if args.quick else args.runs).split(","):
         preset, topology, overrides = parse_run(run)
         print(f"compiling {run.strip()} ...", file=sys.stderr, flush=True)
-        results.append(estimate(preset, topology, overrides, args.kernel_efficiency))
+        results.append(estimate(preset, topology, overrides, args.kernel_efficiency,
+                                not args.no_estimates))
     print(table(results))
     if args.out:
         pathlib.Path(args.out).write_text(json.dumps(results, indent=2) + "\n")

@@ -70,16 +70,17 @@ def probe_mask(segment_NxS: jax.Array) -> jax.Array:
     return (causal & visible) | jnp.eye(s, dtype=bool)
 
 
-def resolve(implementation: str, platform: str, dtype=None) -> str:
-    """"auto" -> splash on tpu, cudnn on gpu (xla there when `dtype` is given and is neither
-    bf16 nor fp16, which cuDNN refuses), xla elsewhere; other names are checked and returned."""
+def resolve(implementation: str, platform: str, dtype=None, seq_len: int | None = None) -> str:
+    """"auto" -> splash on tpu (xla there when `seq_len` is given and no splash block divides
+    it), cudnn on gpu (xla there when `dtype` is given and is neither bf16 nor fp16, which
+    cuDNN refuses), xla elsewhere; other names are checked and returned."""
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(f"model.attention must be one of {', '.join(IMPLEMENTATIONS)}; "
                          f"got {implementation!r}")
     if implementation != "auto":
         return implementation
     if platform == "tpu":
-        return "splash"
+        return "xla" if seq_len is not None and seq_len % SPLASH_BLOCKS[-1] else "splash"
     if platform in ("gpu", "cuda"):
         if dtype is not None and jnp.dtype(dtype) not in (jnp.bfloat16, jnp.float16):
             return "xla"

@@ -588,7 +588,8 @@ def _notes(config, sections: dict[str, dict[str, Any]],
 
 
 def compile_report(config, topology: Topology, hooks: Sequence[Any] | None = None,
-                   kernel_efficiency: float = DEFAULT_KERNEL_EFFICIENCY) -> dict[str, Any]:
+                   kernel_efficiency: float = DEFAULT_KERNEL_EFFICIENCY,
+                   estimates: bool = True) -> dict[str, Any]:
     """Compiles the train step with and without its hooks (the config's, or `hooks`) for
     `topology` and returns the per-chip report as a JSON-ready dict. Raises `CompileError`
     when the mesh does not match the slice or the compiler runs out of HBM; a step that
@@ -596,7 +597,10 @@ def compile_report(config, topology: Topology, hooks: Sequence[Any] | None = Non
 
     Memory and compile time are the program's that runs; when it has loops, FLOPs, bytes and
     time come from the same step compiled again with every loop unrolled (`estimate_config`,
-    `unrolled_loops`), splash kernels added analytically at `kernel_efficiency` of peak."""
+    `unrolled_loops`), splash kernels added analytically at `kernel_efficiency` of peak.
+    `estimates=False` skips the unrolled compiles and the whole-program count (memory and
+    compile time stay exact; FLOPs, bytes and time then count each loop body once and the
+    report's notes say so)."""
     if not 0 < kernel_efficiency <= 1:
         raise CompileError(f"kernel_efficiency must be in (0, 1], got {kernel_efficiency}")
     from genjax.model import ModelConfig
@@ -647,7 +651,7 @@ def compile_report(config, topology: Topology, hooks: Sequence[Any] | None = Non
 
     def estimate(c: ProgramCost, program_hooks: Sequence[Any]) -> ProgramCost:
         """The same step with every loop unrolled (the program itself when it has none)."""
-        if not c.loops:
+        if not c.loops or not estimates:
             return c
         unrolled = TrainProgram(estimate_config(config), devices=devices,
                                 data=with_hooks.data, hooks=program_hooks)
@@ -663,8 +667,8 @@ def compile_report(config, topology: Topology, hooks: Sequence[Any] | None = Non
     standin = with_hooks.attention == "splash"
 
     def section(c: ProgramCost, e: ProgramCost, program_hooks: Sequence[Any]) -> dict[str, Any]:
-        whole = whole_program_flops(config, with_hooks.data, program_hooks,
-                                    kernels_as_standin=standin)
+        whole = (whole_program_flops(config, with_hooks.data, program_hooks,
+                                     kernels_as_standin=standin) if estimates else None)
         return _cost_section(c, whole, topology.chips, peak, gen.hbm_bytes_per_s, model_flops,
                              compiler_time, est=e, kernel_efficiency=kernel_efficiency)
 

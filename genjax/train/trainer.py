@@ -115,7 +115,7 @@ class TrainProgram:
         self.model_cfg = ModelConfig.from_config(config.model) if model is None else None
         self.attention = "xla" if model is not None else attention.resolve(
             config.model.attention, self.mesh.devices.flat[0].platform,
-            config.model.compute_dtype)
+            config.model.compute_dtype, config.train.seq_len)
         if model is None:
             attend = attention.make_attention(self.attention, self.mesh, self.rules)
             model = transformer(self.model_cfg, shd.make_constrain(self.mesh, self.rules),

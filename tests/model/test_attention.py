@@ -57,6 +57,8 @@ def probe_segments(b: int, t: int, answer_len: int, seed: int = 0) -> np.ndarray
 def test_resolve():
     assert resolve("auto", "cpu") == "xla"
     assert resolve("auto", "tpu") == "splash"
+    assert resolve("auto", "tpu", seq_len=2048) == "splash"
+    assert resolve("auto", "tpu", seq_len=32) == "xla"  # no splash block divides 32
     assert resolve("auto", "gpu") == "cudnn"
     assert resolve("auto", "gpu", jnp.bfloat16) == "cudnn"
     assert resolve("auto", "gpu", jnp.float32) == "xla"  # cuDNN refuses float32

@@ -266,6 +266,13 @@ def test_tpu_estimates_benchmark(tmp_path, capsys, monkeypatch):
     assert refused["topology"] == "v5e:3x3" and "libtpu cannot describe" in refused["error"]
     table = capsys.readouterr().out
     assert table.count("\n| tiny") == 2
+    # --no_estimates: memory and compile time, no estimate from a program with loops
+    assert tpu_estimates.main(["--runs", "tiny@v5e:2x2+model.scan_layers=True",
+                               "--no_estimates", "--out", str(out)]) == 0
+    (quick,) = json.loads(out.read_text())
+    assert not quick["with_hooks"]["estimate_compiled_unrolled"]
+    row = capsys.readouterr().out.splitlines()[-1].split(" | ")
+    assert row[5:9] == ["-"] * 4 and row[-1].count("/") == 1  # est. steps, MFUs; compile s
 
 
 # ------------------------------------------------------------------------ loops and kernels
@@ -305,6 +312,17 @@ def test_scanned_estimate_equals_unrolled_program():
     # the scanned program's own count has the 4 layers' body once: far below
     assert sw["program_xla_flops_per_chip"] < 0.6 * lw["est_flops_per_chip"]
     assert any(n.startswith("loops: the program that runs has") for n in scan["notes"])
+    # estimates=False: the same memory, no unrolled compile, the loop bodies counted once
+    quick = tc.compile_report(tiny(n_layers=4, loss_chunk=0, scan_layers=True), topo,
+                              estimates=False)
+    qw = quick["with_hooks"]
+    assert quick["memory_per_chip"] == scan["memory_per_chip"]
+    assert not qw["estimate_compiled_unrolled"] and qw["estimate_compile_seconds"] is None
+    assert qw["est_program_flops_per_chip"] is None
+    assert qw["est_flops_per_chip"] == qw["program_xla_flops_per_chip"]
+    assert qw["program_xla_flops_per_chip"] == pytest.approx(sw["program_xla_flops_per_chip"],
+                                                             rel=0.02)
+    assert any("no unrolled estimate was compiled" in n for n in quick["notes"])
 
 
 def splash_tiny(**model):
