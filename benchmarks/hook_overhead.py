@@ -93,7 +93,7 @@ ATTR_EVERY = 10  # the attribution hook's every-N variant (the issue's target)
 
 def gradient_config(point: Point, hook: str, every: int, batch_size: int = 16,
                     seq_len: int = 64):
-    """Only `hooks.<hook>` on (attribution: its defaults, 8 held-out rows per domain)."""
+    """Only `hooks.<hook>` on (attribution: its defaults, 4 held-out rows per domain)."""
     c = common.bench_config(point.size, point.domains, batch_size, seq_len)
     for name in ("heldout", "train_domains", "probes", "memorization"):
         c.hooks[name].enabled = False

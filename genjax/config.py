@@ -109,7 +109,7 @@ def base_config() -> ConfigDict:
                 )
             ),
             memorization=ConfigDict(dict(enabled=False, every=1, examples=16)),
-            attribution=ConfigDict(dict(enabled=False, every=1, rows_per_domain=8,
+            attribution=ConfigDict(dict(enabled=False, every=1, rows_per_domain=4,
                                         train_cosines=False)),
             norms=ConfigDict(dict(enabled=False, every=1)),
             predictors=ConfigDict(dict(enabled=False, every=1, examples=16,
@@ -212,7 +212,8 @@ DESCRIPTIONS = {
     "hooks.attribution.enabled": "per-domain held-out gradients against the applied update "
                                  "(about 3x the held-out forward FLOPs)",
     "hooks.attribution.every": "steps between attribution evaluations",
-    "hooks.attribution.rows_per_domain": "held-out rows per domain whose loss gradient is taken",
+    "hooks.attribution.rows_per_domain": "held-out rows per domain whose loss gradient is "
+                                         "taken (its cost grows with rows x domains)",
     "hooks.attribution.train_cosines": "also cosines between the train batch's per-domain "
                                        "gradients (one backward per domain; holds D gradients)",
     "hooks.norms.enabled": "weight, gradient and update norms per layer (no extra FLOPs)",

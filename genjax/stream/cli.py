@@ -1,4 +1,4 @@
-"""`genjax metrics WORKDIR`: the latest value of every metric, optional CSV export, follow."""
+"""`genjax metrics WORKDIR`: each metric's latest finite value, CSV export, follow."""
 
 from __future__ import annotations
 
@@ -33,13 +33,27 @@ def columns(run: Run) -> dict[str, np.ndarray]:
     return out
 
 
+def last_finite_row(values: np.ndarray) -> int | None:
+    """Index of the last row with any finite value (hooks with `every` > 1 write NaN rows
+    between their evaluations), or None when there is none."""
+    finite = np.isfinite(values.reshape(len(values), -1)).any(axis=1)
+    rows = np.flatnonzero(finite)
+    return int(rows[-1]) if len(rows) else None
+
+
 def latest_table(run: Run, max_items: int = 8) -> str:
+    """The latest finite value of every metric, with its step where it is not the last row."""
     if not len(run):
         return "no rows yet"
-    lines = [f"step {int(run.steps[-1])}  ({len(run)} rows, {int(run.tokens_seen[-1]):,} tokens)"]
+    latest = int(run.steps[-1])
+    lines = [f"step {latest}  ({len(run)} rows, {int(run.tokens_seen[-1]):,} tokens)"]
     width = max(len(n) for n in run.metrics)
     for name, s in run.metrics.items():
-        last = s.values[-1]
+        row = last_finite_row(s.values)
+        if row is None:
+            lines.append(f"  {name:<{width}}  nan (no finite value yet)")
+            continue
+        last = s.values[row]
         if last.ndim == 0:
             text = f"{float(last):.5g}"
         else:
@@ -47,6 +61,8 @@ def latest_table(run: Run, max_items: int = 8) -> str:
             pairs = [f"{lab}={float(v):.4g}" for lab, v in zip(labels, last)][:max_items]
             more = len(labels) - len(pairs)
             text = "  ".join(pairs) + (f"  (+{more} more)" if more > 0 else "")
+        if int(run.steps[row]) != latest:
+            text += f"  (at step {int(run.steps[row])})"
         lines.append(f"  {name:<{width}}  {text}")
     return "\n".join(lines)
 

@@ -90,6 +90,25 @@ def test_metrics_command_prints_and_exports_csv(short_run, tmp_path):
         float(run.metrics["train/loss"].values[-1]))
 
 
+def test_metrics_command_shows_latest_finite_value_and_its_step():
+    """A hook with every > 1 writes NaN between evaluations: the table shows its last finite
+    value and the step it came from; a series with no finite value says so."""
+    from genjax.stream.cli import latest_table
+    from genjax.stream.store import Run, Series
+
+    nan = float("nan")
+    every4 = np.array([[1.0, 2.0], [nan, nan], [nan, nan], [nan, nan], [3.5, 4.25], [nan, nan]])
+    run = Run(steps=np.arange(10, 16), tokens_seen=np.arange(6) * 64,
+              metrics={"train/loss": Series(np.linspace(3, 2, 6), (), {}),
+                       "heldout/loss": Series(every4, ("domain",), {"domain": ["kv", "arith"]}),
+                       "never": Series(np.full(6, nan), (), {})}, attrs={})
+    lines = latest_table(run).splitlines()
+    assert lines[0].startswith("step 15  (6 rows")
+    assert lines[1].split() == ["train/loss", "2"]
+    assert lines[2].split() == ["heldout/loss", "kv=3.5", "arith=4.25", "(at", "step", "14)"]
+    assert lines[3].split()[:2] == ["never", "nan"] and "no finite value" in lines[3]
+
+
 def test_schema_mismatch_refused_unless_overwrite(short_run, tmp_path):
     from genjax.config import load
 
