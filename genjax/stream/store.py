@@ -4,6 +4,7 @@ Layout under the store root (any TensorStore kvstore: a local path, file://, gs:
   zarr.json            group; attributes["genjax"] = version, schema, config, domains
   step, tokens_seen    int64 [step]
   <hook>/<metric>      one array per metric, dims ("step", *its own dims)
+  <hook>/<dim>         string labels of a labelled dim (a coordinate for xarray)
 
 Every array carries `dimension_names` and per-array attributes (description, unit, labels), so
 zarr-python and xarray read a run without genjax. Rows are buffered on the host and written as
@@ -85,6 +86,43 @@ def _array_spec(url: str, name: str, dims: Sequence[str], shape: Sequence[int], 
             "attributes": attributes,
         },
     }
+
+
+def _vlen_utf8_array(labels: Sequence[str], dim: str) -> tuple[bytes, bytes]:
+    """(zarr.json, chunk c/0) of a 1-d zarr3 string array: TensorStore's zarr3 driver has no
+    string type, so the one-chunk array is written as the spec lays it out (data type
+    "string", codec vlen-utf8: a uint32 count, then each item's uint32 length and bytes)."""
+    meta = {"zarr_format": 3, "node_type": "array", "shape": [len(labels)],
+            "data_type": "string", "fill_value": "",
+            "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [len(labels)]}},
+            "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+            "codecs": [{"name": "vlen-utf8", "configuration": {}}],
+            "dimension_names": [dim], "attributes": {}}
+    parts = [np.uint32(len(labels)).tobytes()]
+    for label in labels:
+        raw = label.encode()
+        parts += [np.uint32(len(raw)).tobytes(), raw]
+    return _json_bytes(meta), b"".join(parts)
+
+
+def _label_coords(schema: Sequence[MetricSpec]):
+    """(key, bytes) of a coordinate array `<group>/<dim>` for every labelled dim of a group's
+    metrics, so that xarray (`xr.open_datatree(path, engine="zarr")`) can `.sel(domain="kv")`.
+    A dim whose labels differ between two metrics of one group, or whose name is a metric's,
+    gets none (the labels stay in each array's attributes)."""
+    by_group: dict[tuple[str, str], set[tuple[str, ...]]] = {}
+    names = {s.name for s in schema}
+    for s in schema:
+        group = s.name.rsplit("/", 1)[0] if "/" in s.name else ""
+        for dim, labels in s.labels.items():
+            by_group.setdefault((group, dim), set()).add(tuple(labels))
+    for (group, dim), labels in sorted(by_group.items()):
+        key = f"{group}/{dim}" if group else dim
+        if len(labels) != 1 or key in names or key in SPECIAL:
+            continue
+        meta, chunk = _vlen_utf8_array(next(iter(labels)), dim)
+        yield f"{key}/zarr.json", meta
+        yield f"{key}/c/0", chunk
 
 
 class TensorStoreSink(BaseSink):
@@ -198,6 +236,7 @@ class TensorStoreSink(BaseSink):
             raise StreamError(f"cannot open metric store {self.url}: {e}") from e
 
     def _write_groups(self, kv: ts.KvStore, attrs: dict) -> None:
+        """The root and hook groups, and each group's label coordinates (`_label_coords`)."""
         groups = sorted({s.name.rsplit("/", 1)[0] for s in self.schema if "/" in s.name})
         try:
             kv.write("zarr.json", _json_bytes({"zarr_format": 3, "node_type": "group",
@@ -205,6 +244,8 @@ class TensorStoreSink(BaseSink):
             for g in groups:
                 kv.write(f"{g}/zarr.json", _json_bytes({"zarr_format": 3, "node_type": "group",
                                                         "attributes": {}})).result()
+            for key, value in _label_coords(self.schema):
+                kv.write(key, value).result()
         except ValueError as e:
             raise StreamError(f"cannot write metric store {self.url}: {e}") from e
 

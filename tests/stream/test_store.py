@@ -73,6 +73,15 @@ def test_zarr_python_and_xarray_read_the_store(short_run):
     np.testing.assert_array_equal(ds["loss"].values, run.metrics["heldout/loss"].values)
     labelled = run.to_xarray()
     assert list(labelled["heldout/loss"].coords["domain"].values) == ["arith", "grammar", "kv"]
+    # plain xarray: labels are coordinate arrays, steps the root's index
+    tree = xr.open_datatree(str(workdir / "metrics"), engine="zarr", consolidated=False)
+    kv = tree["heldout"]["loss"].sel(domain="kv")
+    np.testing.assert_array_equal(kv.values, run.metrics["heldout/loss"].values[:, 2])
+    np.testing.assert_array_equal(kv["step"].values, run.steps)
+    for name, series in run.metrics.items():
+        group, leaf = name.rsplit("/", 1)
+        for dim, labels in series.labels.items():
+            assert list(tree[group][leaf].coords[dim].values) == labels, (name, dim)
 
 
 def test_metrics_command_prints_and_exports_csv(short_run, tmp_path):
