@@ -168,6 +168,42 @@ def regime_counts(track: RegimeTrack) -> dict[str, int]:
     return counts
 
 
+def gap_episodes(run: Run, rel: float = 0.5) -> dict[str, dict]:
+    """Per domain, when the held-out gap (`gap/loss`: held-out minus train loss) opened and
+    closed: on its moving average (1/20 of the rows), the peak; `opened`, the first step
+    before it where the gap rose past `rel` of the way from its starting level (median of the
+    first 1/20) to the peak; `closed`, the first step after it where it fell back below that
+    (None: still open at the end). A peak less than 3 standard errors of the average above
+    the start is no episode (row noise from the successive differences' median absolute
+    deviation)."""
+    from scipy.ndimage import uniform_filter1d
+
+    s = run.metrics.get("gap/loss")
+    if s is None or s.values.ndim != 2:
+        return {}
+    labels = s.labels.get("domain") or [str(i) for i in range(s.values.shape[1])]
+    out = {}
+    for i, domain in enumerate(labels):
+        ok = np.isfinite(s.values[:, i])
+        values, steps = s.values[ok, i], run.steps[ok]
+        if len(values) < 20:
+            continue
+        w = max(1, len(values) // 20)
+        smooth = uniform_filter1d(values.astype(np.float64), w, mode="nearest")
+        peak = int(np.argmax(smooth))
+        start = float(np.median(smooth[:w]))
+        record = {"start": start, "peak": float(smooth[peak]), "peak_step": int(steps[peak]),
+                  "final": float(smooth[-1]), "opened": None, "closed": None}
+        noise = 1.4826 * np.median(np.abs(np.diff(values))) / np.sqrt(2.0)
+        if smooth[peak] - start > 3.0 * noise / np.sqrt(w):
+            threshold = start + rel * (smooth[peak] - start)
+            record["opened"] = int(steps[int(np.argmax(smooth[:peak + 1] >= threshold))])
+            after = np.flatnonzero(smooth[peak:] < threshold)
+            record["closed"] = int(steps[peak + after[0]]) if len(after) else None
+        out[domain] = record
+    return out
+
+
 def analyze(run: Run, checkpoints: list[int] = (), opts: AnalysisOptions | None = None) -> dict:
     """Every number the report shows."""
     opts = opts or AnalysisOptions()
@@ -226,6 +262,7 @@ def analyze(run: Run, checkpoints: list[int] = (), opts: AnalysisOptions | None 
         "regimes": regimes,
         "hops": [dataclasses.asdict(h) for h in hops],
         "universality": universality,
+        "gaps": gap_episodes(run),
         "attribution": attribution(run, hops, opts.window),
         "checkpoints": checkpoint_advice(list(checkpoints), tracks, hops, opts.min_regime_steps),
     }

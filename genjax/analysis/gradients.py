@@ -189,14 +189,9 @@ def _f(v, spec=".4g") -> str:
     return "n/a" if v is None else format(v, spec) if isinstance(v, float) else str(v)
 
 
-def _md_table(headers: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _tables(result: dict) -> list[tuple[str, list[str], list[list]]]:
-    """(title, headers, rows) of each section present in `result`."""
+def gradient_tables(result: dict) -> list[tuple[str, list[str], list[list]]]:
+    """(title, headers, rows) of each gradient-monitor section present in `result` (the
+    report renders them)."""
     out = []
     if "hop_attribution" in result:
         rows = [[h["family"], h["step"], ", ".join(h["domains"]), h["attribution_rows"],
@@ -221,26 +216,3 @@ def _tables(result: dict) -> list[tuple[str, list[str], list[list]]]:
                 for flag, s in result["spikes"].items() for e in s["events"]]
         out.append(("Spike events", ["flag", "series", "step", "value"], rows))
     return out
-
-
-def gradient_markdown(result: dict) -> list[str]:
-    """summary.md sections."""
-    return [f"## {title}\n\n" + (_md_table(headers, rows) if rows else "none")
-            for title, headers, rows in _tables(result)]
-
-
-def gradient_html(result: dict) -> str:
-    """report.html sections."""
-    import html
-
-    parts = []
-    for title, headers, rows in _tables(result):
-        parts.append(f"<h2>{html.escape(title)}</h2>")
-        if not rows:
-            parts.append("<p>none</p>")
-            continue
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>"
-                       for r in rows)
-        parts.append(f"<table border='1' cellpadding='3'><tr>{head}</tr>{body}</table>")
-    return "".join(parts)

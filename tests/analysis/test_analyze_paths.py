@@ -65,7 +65,7 @@ def test_every_path_runs_and_reports(tmp_path, case):
     if families is None:
         assert result["regimes"] == {} and result["hops"] == []
         return
-    assert (tmp_path / "probes.png").exists()
+    assert (tmp_path / "overview.png").exists()
     assert (tmp_path / "universality.png").exists() == (len(families) > 1)
     for r in result["regimes"].values():
         assert r["hops"] == 1 and r["final"] in ("generalizing", "pattern_matching")
@@ -104,3 +104,36 @@ def test_min_regime_steps_applies_to_regimes_and_checkpoints():
     loose = analyze(run, [305], AnalysisOptions(min_regime_steps=5))
     assert loose["regimes"]["fam"]["hops"] == 3
     assert not loose["checkpoints"]  # row 305 sits in the flicker, not in a gen regime
+
+
+def test_gap_episodes_and_story():
+    """A gap that opens at step ~150 and closes at ~350 in one domain, stays open in another
+    and never opens in a third: the episode steps (checked against the threshold crossing of
+    the noise-free curve) and the report's words."""
+    from genjax.analysis.analyze import gap_episodes
+    from genjax.analysis.report import story
+
+    steps = np.arange(500)
+    rise = 1 / (1 + np.exp(-(steps - 150) / 5.0))
+    fall = 1 / (1 + np.exp((steps - 350) / 5.0))
+    noise = np.random.default_rng(1).normal(0, 0.02, (500, 3))
+    gap = np.stack([rise * fall, rise, -0.1 * rise], axis=1) + noise
+    run = make_run(steps, domains=("kv", "arith", "grammar"))
+    run.metrics["gap/loss"] = Series(gap, ("domain",), {"domain": ["kv", "arith", "grammar"]})
+    g = gap_episodes(run)
+    # noise-free: 0.5 of the way from 0 to 1 is crossed at steps 150 (up) and 350 (down);
+    # the 25-row moving average and noise move each by at most a few steps
+    assert abs(g["kv"]["opened"] - 150) <= 3 and abs(g["kv"]["closed"] - 350) <= 3
+    assert g["kv"]["peak"] == pytest.approx(1.0, abs=0.03)
+    assert abs(g["arith"]["opened"] - 150) <= 3 and g["arith"]["closed"] is None
+    assert g["grammar"]["opened"] is None  # the peak is its starting level
+    words = " ".join(story({"run": {"rows": 500, "first_step": 0, "last_step": 499,
+                                    "tokens_seen": 1, "domains": ["kv"]},
+                            "hops": [{"family": "kv/context", "direction": "to_generalizing",
+                                      "step": 200, "size": 0.4}],
+                            "regimes": {"kv/context": {"final": "generalizing"}},
+                            "gaps": g}))
+    assert "1 hop (1 to generalizing, 0 back to pattern-matching): kv/context " \
+           "pattern-matching -> generalizing at step 200" in words
+    assert f"Held-out gap opened and closed: kv (opened at step {g['kv']['opened']}" in words
+    assert "Held-out gap still open: arith" in words

@@ -31,11 +31,15 @@ def analysed(tmp_path_factory):
 
 def test_report_files_exist(analysed):
     _, out, _ = analysed
-    for name in ("report.html", "summary.md", "analysis.json", "domains.png", "probes.png",
+    for name in ("report.html", "summary.md", "analysis.json", "domains.png", "overview.png",
                  "universality.png"):
         assert (out / name).stat().st_size > 0, name
     html = (out / "report.html").read_text()
-    assert '<img src="probes.png"' in html and "Mode analysis" in html
+    assert "<h1>Mode analysis</h1>" in html and "<pre>" not in html  # rendered, not quoted
+    # the story and its figure come first, the final values last (folded)
+    assert html.index("What happened") < html.index("<img src='overview.png'") < html.index(
+        "Per-domain generalization") < html.index("Change points") < html.index("Final values")
+    assert "<details><summary><b>Final values" in html and "<table><tr><th>metric" in html
 
 
 def test_report_numbers_are_the_streams(analysed):
