@@ -23,6 +23,5 @@ def get_config() -> ConfigDict:
     c.hooks.probes.builtin_items = 32
     c.hooks.memorization.examples = 12
     c.checkpoint.every = 100
-    c.stream.flush_every_s = 5.0  # 18 arrays: a live `genjax metrics --follow` costs ~nothing
     c.log.every = 25
     return c

@@ -1,4 +1,4 @@
-"""`genjax` command line: train, metrics, analyze, compile.
+"""`genjax` command line: train, metrics, analyze, compare, compile, config.
 
 Flags are parsed here, at call time, into a fresh absl FlagValues (nothing global at import).
 Config overrides follow ml-collections `config_flags`: `--config.train.steps=500`.
@@ -7,6 +7,7 @@ Config overrides follow ml-collections `config_flags`: `--config.train.steps=500
 from __future__ import annotations
 
 import os
+import pathlib
 import re
 import sys
 import traceback
@@ -18,6 +19,9 @@ commands:
   metrics  WORKDIR [--csv FILE] [--follow]                         latest value of each metric
   analyze  WORKDIR [--beta B] [--smooth W] [--min_regime_steps N] [--margin_floor F] [--level L]
            mode analysis -> WORKDIR/analysis (flags given override the run's config.analysis)
+  compare  RUN [RUN ...] [--out DIR]                               runs against steps, tokens, FLOPs
+  sweep    --config FILE --grid KEY=V1,V2 [--grid ...] --workdir DIR [--parallel N]
+           one run per grid point in DIR/<point>, then compare them -> DIR/compare
   compile  --config FILE --topology v5e:4x4 [--num_slices N]       compile for a TPU slice on CPU
   config   show FILE [--config.KEY=VALUE ...]                      each key: value, default, meaning
 
@@ -30,6 +34,10 @@ COMMAND_USAGE = {
     "metrics": "genjax metrics WORKDIR [flags]\n  the latest value of every metric of a run",
     "analyze": "genjax analyze WORKDIR [flags]\n  change points, regimes and hops -> "
                "WORKDIR/analysis",
+    "compare": "genjax compare RUN [RUN ...] [--out DIR]\n  overlays runs per metric against "
+               "steps, tokens and training FLOPs; hop timing per run and across model size",
+    "sweep": "genjax sweep --config FILE --grid KEY=V1,V2,... [--grid ...] --workdir DIR\n"
+             "  runs every grid point as a genjax train run in DIR/<point>, then compares them",
     "compile": "genjax compile --config FILE --topology T [--config.KEY=VALUE ...] [flags]\n"
                "  compiles the sharded step for a TPU slice on this host (needs .[tpu])",
     "config": "genjax config show FILE [--config.KEY=VALUE ...]\n"
@@ -51,7 +59,8 @@ class HelpShown(Exception):
 
 def _flags(argv: list[str], define, positional: int = 0,
            with_config: bool = False) -> tuple[object, list[str]]:
-    """Parses argv into a fresh FlagValues; exactly `positional` other arguments allowed.
+    """Parses argv into a fresh FlagValues; exactly `positional` other arguments allowed
+    (at least -`positional` when negative).
     `with_config`: `--config FILE` and its `--config.KEY=VALUE` overrides (`fv["config"]`)."""
     from absl import flags
 
@@ -76,7 +85,7 @@ def _flags(argv: list[str], define, positional: int = 0,
         detail = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         raise CliError(_unknown_override(config, argv) or "bad config override: " +
                        " ".join(str(detail).split())) from e
-    if len(rest) - 1 != positional:
+    if (len(rest) - 1 < -positional) if positional < 0 else (len(rest) - 1 != positional):
         usage = COMMAND_USAGE.get(argv[0].split()[-1], "").split("\n")[0]
         raise CliError(f"expected {positional} positional argument(s), got {rest[1:]}"
                        + (f" (usage: {usage})" if usage else ""))
@@ -274,6 +283,51 @@ def cmd_analyze(argv: list[str]) -> int:
     return 0
 
 
+def cmd_compare(argv: list[str]) -> int:
+    def define(flags, fv):
+        flags.DEFINE_string("out", "compare", "directory for compare.html, compare.json, PNGs",
+                            flag_values=fv)
+
+    fv, rest = _flags(argv, define, positional=-1)
+    from genjax.analysis.compare import compare
+
+    out = pathlib.Path(fv["out"].value)
+    result = compare(rest, out)
+    print(f"{len(result['runs'])} runs, {len(result['hops'])} hops compared; written to {out}")
+    return 0
+
+
+def cmd_sweep(argv: list[str]) -> int:
+    def define(flags, fv):
+        flags.DEFINE_string("config", None, "config file (configs/*.py)", flag_values=fv)
+        flags.DEFINE_multi_string("grid", [], "KEY=V1,V2,... (repeat for a product; one "
+                                  "value: a fixed override)", flag_values=fv)
+        flags.DEFINE_string("workdir", None, "sweep directory: one run workdir per point",
+                            flag_values=fv)
+        flags.DEFINE_integer("parallel", 1, "points run at once on this machine",
+                             flag_values=fv)
+
+    fv, _ = _flags(argv, define)
+    if not fv["config"].value or not fv["workdir"].value:
+        raise CliError("--config and --workdir are required")
+    from genjax.analysis.compare import compare
+    from genjax.train.sweep import run_sweep
+
+    records = run_sweep(fv["config"].value, fv["grid"].value, fv["workdir"].value,
+                        fv["parallel"].value)
+    done = [r["workdir"] for r in records if r["status"] == "done"]
+    failed = [r["name"] for r in records if r["status"] != "done"]
+    if done:
+        out = pathlib.Path(fv["workdir"].value) / "compare"
+        compare(done, out)
+        print(f"sweep: {len(done)} of {len(records)} points done; comparison in {out}")
+    if failed:
+        print(f"genjax sweep: {len(failed)} point(s) failed: {', '.join(failed)} (their "
+              f"train.log says why)", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_compile(argv: list[str]) -> int:
     def define(flags, fv):
         flags.DEFINE_string("topology", None, "TPU topology, e.g. v5e:4x4, v5p:2x2x1, v5e-256",
@@ -308,7 +362,8 @@ def cmd_config(argv: list[str]) -> int:
 
 
 COMMANDS = {"train": cmd_train, "metrics": cmd_metrics, "analyze": cmd_analyze,
-            "compile": cmd_compile, "config": cmd_config}
+            "compare": cmd_compare, "sweep": cmd_sweep, "compile": cmd_compile,
+            "config": cmd_config}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -116,7 +116,7 @@ def base_config() -> ConfigDict:
                                        source="heldout")),  # heldout | probes
         )
     )
-    c.stream = ConfigDict(dict(enabled=True, path="", chunk_steps=4096, flush_every_s=60.0,
+    c.stream = ConfigDict(dict(enabled=True, path="", chunk_steps=4096, flush_every_s=5.0,
                                fsync=False, overwrite=False, tensorboard=False,
                                wandb_project=""))
     c.analysis = ConfigDict(

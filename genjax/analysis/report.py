@@ -275,8 +275,8 @@ def _md_table(headers: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def render_markdown(sections: list[Section]) -> str:
-    parts = ["# Mode analysis"]
+def render_markdown(sections: list[Section], title: str = "Mode analysis") -> str:
+    parts = [f"# {title}"]
     for s in sections:
         block = [f"## {s.title}", *s.text]
         if s.image:
@@ -297,10 +297,10 @@ STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto
          ".story p:first-child{color:#555}")
 
 
-def render_html(sections: list[Section]) -> str:
+def render_html(sections: list[Section], title: str = "Mode analysis") -> str:
     e = html.escape
-    parts = ["<!doctype html><meta charset='utf-8'><title>genjax mode analysis</title>",
-             f"<style>{STYLE}</style><h1>Mode analysis</h1>"]
+    parts = [f"<!doctype html><meta charset='utf-8'><title>genjax: {e(title)}</title>",
+             f"<style>{STYLE}</style><h1>{e(title)}</h1>"]
     for i, s in enumerate(sections):
         body = "".join(f"<p>{e(t)}</p>" for t in s.text)
         if s.image:

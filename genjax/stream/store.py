@@ -129,7 +129,7 @@ class TensorStoreSink(BaseSink):
     """Writes rows to a zarr3 store in the background; process 0 only (caller's choice)."""
 
     def __init__(self, path: str | pathlib.Path, chunk_steps: int = 4096,
-                 overwrite: bool = False, queue_blocks: int = 2, flush_every_s: float = 60.0,
+                 overwrite: bool = False, queue_blocks: int = 2, flush_every_s: float = 5.0,
                  fsync: bool = False):
         self.url = kvstore_url(path)
         self.chunk_steps, self.overwrite = chunk_steps, overwrite
