@@ -268,6 +268,13 @@ def cmd_analyze(argv: list[str]) -> int:
                            flag_values=fv)
         flags.DEFINE_float("level", 0.95, "confidence level of the regime intervals",
                            flag_values=fv)
+        flags.DEFINE_bool("explain", False, "what caused each hop: probes along the line "
+                          "between the checkpoints around it, and reruns from the first with "
+                          "other data orders", flag_values=fv)
+        flags.DEFINE_integer("explain_steps", 200, "steps of each --explain rerun",
+                             flag_values=fv)
+        flags.DEFINE_list("explain_orders", ["1"], "data orders of the --explain reruns "
+                          "(0: the run's own, a control)", flag_values=fv)
 
     fv, rest = _flags(argv, define, positional=1)
     from genjax.analysis.report import analyze_workdir
@@ -278,7 +285,16 @@ def cmd_analyze(argv: list[str]) -> int:
                                                ("margin_floor", "margin_floor"),
                                                ("level", "level"))
              if fv[flag].present}
-    out = analyze_workdir(rest[0], overrides=given)
+    explain = None
+    if fv["explain"].value:
+        try:
+            orders = [int(k) for k in fv["explain_orders"].value]
+        except ValueError as e:
+            raise CliError(f"--explain_orders must be integers: {e}") from e
+        if fv["explain_steps"].value < 1 or any(k < 0 for k in orders):
+            raise CliError("--explain_steps must be >= 1 and --explain_orders >= 0")
+        explain = {"steps": fv["explain_steps"].value, "orders": orders}
+    out = analyze_workdir(rest[0], overrides=given, explain=explain)
     print(f"analysis written to {out}")
     return 0
 

@@ -80,6 +80,7 @@ def base_config() -> ConfigDict:
             files="",  # comma-separated paths/globs; each file's stem becomes a text domain
             text_field="text",
             heldout_fraction=0.1,
+            order_offset=0,  # train batches start this many batches later in the stream
             prefetch=4,
         )
     )
@@ -175,6 +176,9 @@ DESCRIPTIONS = {
     "data.heldout_fraction": "share of problems/documents held out (by a hash of the text), "
                              "in (0, 1)",
     "data.prefetch": "host batches prefetched by the data loader",
+    "data.order_offset": "the batch of step s is the stream's batch s + order_offset: another "
+                         "data order with the same mixture and held-out split (the stability "
+                         "reruns of genjax analyze --explain)",
     "checkpoint.every": "steps between checkpoints",
     "checkpoint.keep": "checkpoints kept",
     "checkpoint.async_save": "write checkpoints in the background",
@@ -309,7 +313,8 @@ _AT_LEAST_1 = ("train.steps", "train.batch_size", "train.seq_len", "train.grad_a
                "hooks.probes.seeds", "hooks.probes.max_items", "hooks.memorization.examples",
                "hooks.predictors.examples", "hooks.attribution.rows_per_domain",
                "analysis.window", "analysis.min_regime_steps", "analysis.spike_window")
-_AT_LEAST_0 = ("seed", "model.loss_chunk", "optim.warmup_steps", "data.prefetch",
+_AT_LEAST_0 = ("seed", "data.order_offset", "model.loss_chunk", "optim.warmup_steps",
+               "data.prefetch",
                "hooks.micro_batch", "hooks.heldout.batch_size", "hooks.probes.builtin_items",
                "hooks.probes.shots", "hooks.probes.prompt_len", "hooks.probes.answer_len",
                "optim.weight_decay", "hooks.heldout.min_tokens", "hooks.heldout.min_documents",

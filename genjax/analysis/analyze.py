@@ -168,19 +168,26 @@ def regime_counts(track: RegimeTrack) -> dict[str, int]:
     return counts
 
 
+SMALL_GAP = 0.25  # a gap episode whose rise is under this share of the held-out loss is "small"
+
+
 def gap_episodes(run: Run, rel: float = 0.5) -> dict[str, dict]:
     """Per domain, when the held-out gap (`gap/loss`: held-out minus train loss) opened and
     closed: on its moving average (1/20 of the rows), the peak; `opened`, the first step
     before it where the gap rose past `rel` of the way from its starting level (median of the
     first 1/20) to the peak; `closed`, the first step after it where it fell back below that
-    (None: still open at the end). A peak less than 3 standard errors of the average above
+    (None: still open at the end). A rise less than 3 standard errors of the average above
     the start is no episode (row noise from the successive differences' median absolute
-    deviation)."""
+    deviation). `share`: the rise over the held-out loss at the peak; under SMALL_GAP the
+    report calls the episode small: the held-out rows are one fixed sample, whose make-up
+    (say, a few more hard rows than the train mixture has) moves the gap by a few percent of
+    the loss while the model learns, with no memorizing."""
     from scipy.ndimage import uniform_filter1d
 
     s = run.metrics.get("gap/loss")
     if s is None or s.values.ndim != 2:
         return {}
+    held = run.metrics.get("heldout/loss")
     labels = s.labels.get("domain") or [str(i) for i in range(s.values.shape[1])]
     out = {}
     for i, domain in enumerate(labels):
@@ -192,11 +199,15 @@ def gap_episodes(run: Run, rel: float = 0.5) -> dict[str, dict]:
         smooth = uniform_filter1d(values.astype(np.float64), w, mode="nearest")
         peak = int(np.argmax(smooth))
         start = float(np.median(smooth[:w]))
+        rise = float(smooth[peak]) - start
+        loss = (uniform_filter1d(held.values[ok, i].astype(np.float64), w, mode="nearest")[peak]
+                if held is not None and held.values.shape == s.values.shape else np.nan)
         record = {"start": start, "peak": float(smooth[peak]), "peak_step": int(steps[peak]),
-                  "final": float(smooth[-1]), "opened": None, "closed": None}
+                  "final": float(smooth[-1]), "opened": None, "closed": None,
+                  "share": float(rise / abs(loss)) if np.isfinite(loss) and loss else None}
         noise = 1.4826 * np.median(np.abs(np.diff(values))) / np.sqrt(2.0)
-        if smooth[peak] - start > 3.0 * noise / np.sqrt(w):
-            threshold = start + rel * (smooth[peak] - start)
+        if rise > 3.0 * noise / np.sqrt(w):
+            threshold = start + rel * rise
             record["opened"] = int(steps[int(np.argmax(smooth[:peak + 1] >= threshold))])
             after = np.flatnonzero(smooth[peak:] < threshold)
             record["closed"] = int(steps[peak + after[0]]) if len(after) else None

@@ -36,7 +36,7 @@ class OnlineHopDetector(BaseSink):
     def __init__(self, min_regime_steps: int = 20, seed: int = 0, save_on_hop: bool = False,
                  log: Callable[[str], None] | None = None, *, level: float = 0.95,
                  margin_floor: float = DEFAULT_FLOOR, hop_beta: float = HOP_BETA,
-                 check_every: int | None = None, history: int = 2000, budget: float = 0.02):
+                 check_every: int | None = None, history: int = 2000, budget: float = 0.05):
         del seed  # nothing is resampled
         self.min_regime_steps, self.save_on_hop = min_regime_steps, save_on_hop
         self.kwargs = dict(level=level, floor=margin_floor, beta=hop_beta,
@@ -81,29 +81,34 @@ class OnlineHopDetector(BaseSink):
             return False
         return time.perf_counter() - self._last >= self._cost / self.budget
 
+    def _detect(self) -> list[Hop]:
+        """The offline analysis's hops on the rows kept."""
+        if len(self.rows) < 2 * self.min_regime_steps:
+            return []
+        steps, m = np.asarray(self.steps), np.stack(self.rows)
+        return [hop for family, cols in self.columns.items()
+                for hop in find_hops(family, regime_track(m[:, cols], steps,
+                                                          self.groups[family], **self.kwargs),
+                                     steps, self.min_regime_steps)]
+
     def check(self, announce: bool = True) -> list[Hop]:
         """Runs the analysis on the rows kept; returns (and logs) the hops not seen before."""
         t0 = time.perf_counter()
         self._since = 0
-        new = []
-        if len(self.rows) >= 2 * self.min_regime_steps:
-            steps, m = np.asarray(self.steps), np.stack(self.rows)
-            for family, cols in self.columns.items():
-                track = regime_track(m[:, cols], steps, self.groups[family], **self.kwargs)
-                for hop in find_hops(family, track, steps, self.min_regime_steps):
-                    if self._known(hop):
-                        continue
-                    self.hops.append(hop)
-                    new.append(hop)
-        self.hops.sort(key=lambda h: h.step)
+        new = self._add(self._detect(), announce)
+        self._last = time.perf_counter()
+        self._cost = self._last - t0
+        return new
+
+    def _add(self, found: list[Hop], announce: bool = True) -> list[Hop]:
+        new = [hop for hop in found if not self._known(hop)]
+        self.hops = sorted(self.hops + new, key=lambda h: h.step)
         for hop in new if announce else ():
             label = NAMES[1 if hop.direction == "to_generalizing" else -1]
             self.log(f"hop: {hop.family} became {label} at step {hop.step} (margin change "
                      f"{hop.size:+.4f}), detected at step {self.steps[-1]}")
         if new and self.save_on_hop:
             self.checkpoint_requested = True
-        self._last = time.perf_counter()
-        self._cost = self._last - t0
         return new
 
     def _known(self, hop: Hop) -> bool:
@@ -119,5 +124,16 @@ class OnlineHopDetector(BaseSink):
         pass
 
     def close(self):
-        if self.columns and self._since:
-            self.check()
+        """The last check, on every row kept: announces what is new and withdraws what the
+        whole series no longer supports (a regime's interval widens as rows arrive), so that
+        the detector's hops end as the offline analysis of the same rows."""
+        if not self.columns or not self.rows:
+            return
+        final = self._detect()
+        for old in self.hops:
+            if not any((h.family, h.direction) == (old.family, old.direction) and
+                       abs(h.step - old.step) <= self.min_regime_steps for h in final):
+                self.log(f"hop withdrawn: {old.family} at step {old.step} is not a hop in the "
+                         f"analysis of all {len(self.rows)} rows")
+        self._add(final)
+        self.hops = sorted(final, key=lambda h: h.step)

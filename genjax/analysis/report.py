@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from genjax.analysis.analyze import AnalysisOptions, analyze, family_tracks
+from genjax.analysis.analyze import SMALL_GAP, AnalysisOptions, analyze, family_tracks
 from genjax.stream.cli import store_path
 from genjax.stream.store import Run, read
 
@@ -184,18 +184,30 @@ def story(result: dict) -> list[str]:
         lines.append("At the end: " + "; ".join(f"{k}: {', '.join(v)}"
                                                 for k, v in by_final.items()) + ".")
     gaps = result.get("gaps", {})
-    closed = [f"{d} (opened at step {g['opened']}, peak {g['peak']:.3f} at {g['peak_step']}, "
-              f"closed at {g['closed']})" for d, g in gaps.items()
-              if g["opened"] is not None and g["closed"] is not None]
+    big = {d: g for d, g in gaps.items()
+           if g["opened"] is not None and (g.get("share") is None or g["share"] >= SMALL_GAP)}
+    closed = [f"{d} (opened at step {g['opened']}, peak {g['peak']:.3f} at {g['peak_step']}"
+              f"{_share(g)}, closed at {g['closed']})" for d, g in big.items()
+              if g["closed"] is not None]
     still = [f"{d} (opened at step {g['opened']}, now {g['final']:.3f})"
-             for d, g in gaps.items() if g["opened"] is not None and g["closed"] is None]
+             for d, g in big.items() if g["closed"] is None]
+    small = [f"{d} (peak {g['peak']:.3f} at step {g['peak_step']}{_share(g)})"
+             for d, g in gaps.items() if g["opened"] is not None and d not in big]
     if closed:
         lines.append("Held-out gap opened and closed: " + "; ".join(closed) + ".")
     if still:
         lines.append("Held-out gap still open: " + "; ".join(still) + ".")
-    if gaps and not closed and not still:
+    if small:
+        lines.append(f"Small gap episodes (under {SMALL_GAP:.0%} of the held-out loss, which a "
+                     "fixed held-out sample's make-up can produce without memorizing): "
+                     + "; ".join(small) + ".")
+    if gaps and not big and not small:
         lines.append("No domain's held-out gap rose above its starting level.")
     return lines
+
+
+def _share(g: dict) -> str:
+    return "" if g.get("share") is None else f", {g['share']:.0%} of the held-out loss"
 
 
 def _series_rank(label: str) -> tuple[int, str]:
@@ -234,8 +246,11 @@ def report_sections(result: dict, images: dict[str, str | None]) -> list[Section
     gaps = result.get("gaps", {})
     if gaps:
         out.append(Section("Held-out gap per domain (moving average)", headers=[
-            "domain", "start", "peak", "peak step", "opened", "closed", "final"],
-            rows=[[d, _fmt(g["start"]), _fmt(g["peak"]), g["peak_step"], _fmt(g["opened"]),
+            "domain", "start", "peak", "rise / held-out loss", "peak step", "opened", "closed",
+            "final"],
+            rows=[[d, _fmt(g["start"]), _fmt(g["peak"]),
+                   "-" if g.get("share") is None else f"{g['share']:.0%}", g["peak_step"],
+                   _fmt(g["opened"]),
                    "still open" if g["opened"] is not None and g["closed"] is None
                    else _fmt(g["closed"]), _fmt(g["final"])] for d, g in gaps.items()]))
     cps = sorted(((k, v) for k, v in result["change_points"].items() if v["steps"]),
@@ -255,6 +270,8 @@ def report_sections(result: dict, images: dict[str, str | None]) -> list[Section
                            rows=att))
     for title, headers, rows in gradient_tables(result):
         out.append(Section(title, [] if rows else ["none"], headers=headers, rows=rows))
+    if "explain" in result:
+        out.append(explain_section(result["explain"]))
     ck = [[c["rank"], c["step"], ", ".join(c["generalizing_families"]), c["distance_to_hop"]]
           for c in result["checkpoints"]]
     out.append(Section("Checkpoints inside generalizing regimes", [] if ck else ["none"],
@@ -267,6 +284,31 @@ def report_sections(result: dict, images: dict[str, str | None]) -> list[Section
     out.append(Section("Final values", headers=["metric", "value"],
                        rows=[[k, _fmt(v)] for k, v in result["final"].items()], folded=True))
     return out
+
+
+def explain_section(records: list[dict]) -> Section:
+    """`--explain`: the interpolation and stability verdicts per hop."""
+    rows = []
+    for r in records:
+        head = [r["family"], r["step"], _pretty(r["direction"]), f"{r['before']} -> {r['after']}"]
+        if "skipped" in r:
+            rows.append([*head, r["skipped"], "", "", ""])
+            continue
+        i = r["interpolation"]
+        reruns = "; ".join(
+            f"order {s['order']}: " + (f"recurs from step {s['step']}" if s["recurs"] else
+                                       f"does not recur (ends {s['final']})")
+            for s in r["stability"])
+        ends = f"{i['margin'][0]:+.3f} / {i['midpoint_margin']:+.3f} / {i['margin'][-1]:+.3f}"
+        rows.append([*head, i["verdict"], f"{i['barrier']:.4f}", ends, reruns])
+    return Section("What caused each hop", [] if records else ["no hops to explain"], headers=[
+        "family", "step", "direction", "checkpoints", "interpolation", "loss barrier",
+        "margin at 0 / 0.5 / 1", "reruns from the first checkpoint"], rows=rows,
+        caption="Interpolation: along the straight line between the two checkpoints, the "
+                "held-out loss of the family's domain above its straight line (a barrier: two "
+                "separate solutions; none: one basin moving) and the probe margin. "
+                "Reruns: the same steps with another data order; a hop that recurs comes from "
+                "the optimizer's trajectory, one that does not from the data it saw.")
 
 
 def _md_table(headers: list[str], rows: list[list]) -> str:
@@ -322,11 +364,14 @@ def render_html(sections: list[Section], title: str = "Mode analysis") -> str:
 
 
 def write_report(run: Run, out: pathlib.Path, checkpoints: list[int] = (),
-                 opts: AnalysisOptions | None = None) -> dict:
-    """Runs the analysis and writes analysis.json, summary.md, report.html and PNGs to out."""
+                 opts: AnalysisOptions | None = None, explain=None) -> dict:
+    """Runs the analysis and writes analysis.json, summary.md, report.html and PNGs to out.
+    `explain(result) -> records`: what caused each hop (`genjax.analysis.explain`)."""
     opts = opts or AnalysisOptions()
     out.mkdir(parents=True, exist_ok=True)
     result = analyze(run, checkpoints, opts)
+    if explain is not None:
+        result["explain"] = explain(result)
     (out / "analysis.json").write_text(json.dumps(result, indent=1, allow_nan=True))
     images = {"overview": plot_overview(run, result, family_tracks(run, opts), out),
               "domains": plot_losses(run, result, out),
@@ -338,10 +383,11 @@ def write_report(run: Run, out: pathlib.Path, checkpoints: list[int] = (),
 
 
 def analyze_workdir(workdir: str, opts: AnalysisOptions | None = None,
-                    overrides: dict | None = None) -> pathlib.Path:
+                    overrides: dict | None = None,
+                    explain: dict | None = None) -> pathlib.Path:
     """`genjax analyze`: reads WORKDIR's metric store, writes WORKDIR/analysis/. Settings:
     `opts` as given, or the run's stored `config.analysis` settings with `overrides` (the
-    command line's flags) on top."""
+    command line's flags) on top; `explain`: also what caused each hop (`--explain`)."""
     path = pathlib.Path(workdir)
     run = read(store_path(workdir))
     if len(run) < 2:
@@ -354,5 +400,11 @@ def analyze_workdir(workdir: str, opts: AnalysisOptions | None = None,
         opts = AnalysisOptions(**{**{k: v for k, v in stored.items() if k in fields},
                                   **(overrides or {})})
     out = path / "analysis"
-    write_report(run, out, checkpoint_steps(path), opts)
+    explainer = None
+    if explain is not None:  # {steps, orders}: genjax.analysis.explain.explain's settings
+        from genjax.analysis.explain import explain as explain_hops
+
+        def explainer(result: dict) -> list[dict]:
+            return explain_hops(path, run, result, opts, **explain)
+    write_report(run, out, checkpoint_steps(path), opts, explain=explainer)
     return out

@@ -72,11 +72,16 @@ class HeldoutHook:
     def data(self):
         return self.batching.pad(self.rows)
 
-    def compute(self, params, apply_fn, data, ctx):
+    def losses(self, params, apply_fn, data):
+        """Per-token loss and correctness [rows, T], and their per-domain means [D]."""
         loss_BxT, correct_BxT = _row_stats(apply_fn, params, data, self.batching,
                                            len(self.rows["domain"]))
         loss_D, acc_D, _ = _domain_means(loss_BxT, correct_BxT, data["loss_mask"],
                                          data["domain"], len(self.domains))
+        return loss_BxT, loss_D, acc_D
+
+    def compute(self, params, apply_fn, data, ctx):
+        loss_BxT, loss_D, acc_D = self.losses(params, apply_fn, data)
         train_loss_D, _, _ = train_batch_by_domain(ctx, len(self.domains))
         out = {"heldout/loss": loss_D, "heldout/accuracy": acc_D,
                "gap/loss": loss_D - train_loss_D}

@@ -286,7 +286,8 @@ class Trainer:
 
         return {"config": self.config.to_json(), "genjax_version": genjax.__version__,
                 "domains": self.data.names, "tokens_per_step":
-                self.config.train.batch_size * self.config.train.seq_len}
+                self.config.train.batch_size * self.config.train.seq_len,
+                "mesh": {k: int(v) for k, v in self.program.mesh.shape.items()}}
 
     # ------------------------------------------------------------------------------- loop
     def run(self, stop_after: int | None = None) -> TrainResult:
@@ -327,8 +328,9 @@ class Trainer:
             if sink.warning:
                 progress.message(f"warning: {sink.warning}")
         self._prime_spikes(start)
-        batches = self.data.train_batches(cfg.train.batch_size, start, jax.process_index(),
-                                          jax.process_count(), cfg.data.prefetch)
+        batches = self.data.train_batches(cfg.train.batch_size, start + cfg.data.order_offset,
+                                          jax.process_index(), jax.process_count(),
+                                          cfg.data.prefetch)
         losses: dict[int, float] = {}
         pending: tuple[int, Any] | None = None
         vote = None  # several processes: the stop flags reduced on device, read one step late

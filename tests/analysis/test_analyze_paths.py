@@ -86,7 +86,7 @@ def test_flags_merge_over_the_runs_stored_settings(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "store_path", lambda workdir: workdir)
     monkeypatch.setattr(report, "read", lambda path: run)
     monkeypatch.setattr(report, "write_report",
-                        lambda run, out, ckpts, opts: seen.setdefault("opts", opts))
+                        lambda run, out, ckpts, opts, explain=None: seen.setdefault("opts", opts))
     report.analyze_workdir(str(tmp_path), overrides={"beta": 5.0})
     opts = seen["opts"]
     assert (opts.beta, opts.min_regime_steps, opts.window, opts.margin_floor) == \
@@ -116,11 +116,20 @@ def test_gap_episodes_and_story():
     steps = np.arange(500)
     rise = 1 / (1 + np.exp(-(steps - 150) / 5.0))
     fall = 1 / (1 + np.exp((steps - 350) / 5.0))
-    noise = np.random.default_rng(1).normal(0, 0.02, (500, 3))
-    gap = np.stack([rise * fall, rise, -0.1 * rise], axis=1) + noise
-    run = make_run(steps, domains=("kv", "arith", "grammar"))
-    run.metrics["gap/loss"] = Series(gap, ("domain",), {"domain": ["kv", "arith", "grammar"]})
+    noise = np.random.default_rng(1).normal(0, 0.02, (500, 4))
+    gap = np.stack([rise * fall, rise, -0.1 * rise, 0.15 * rise * fall], axis=1) + noise
+    names = ["kv", "arith", "grammar", "text"]
+    run = make_run(steps, domains=names)
+    run.metrics["gap/loss"] = Series(gap, ("domain",), {"domain": names})
+    # held-out loss 2 nats: text's 0.15 rise is 25 row-noise standard errors of the average
+    # but 7.5% of the loss, a small episode; kv's and arith's 1.0 are 50%
+    run.metrics["heldout/loss"] = Series(np.full((500, 4), 2.0), ("domain",), {"domain": names})
     g = gap_episodes(run)
+    assert g["text"]["opened"] is not None and g["text"]["closed"] is not None
+    rises = {d: g[d]["peak"] - g[d]["start"] for d in names}
+    assert {d: g[d]["share"] for d in names} == pytest.approx(
+        {d: rises[d] / 2.0 for d in names}, rel=1e-12)
+    assert g["text"]["share"] == pytest.approx(0.075, abs=0.01)
     # noise-free: 0.5 of the way from 0 to 1 is crossed at steps 150 (up) and 350 (down);
     # the 25-row moving average and noise move each by at most a few steps
     assert abs(g["kv"]["opened"] - 150) <= 3 and abs(g["kv"]["closed"] - 350) <= 3
@@ -137,3 +146,6 @@ def test_gap_episodes_and_story():
            "pattern-matching -> generalizing at step 200" in words
     assert f"Held-out gap opened and closed: kv (opened at step {g['kv']['opened']}" in words
     assert "Held-out gap still open: arith" in words
+    assert "Small gap episodes (under 25% of the held-out loss" in words
+    assert "text (peak" in words.split("Small gap episodes")[1]
+    assert "text (" not in words.split("Small gap episodes")[0]

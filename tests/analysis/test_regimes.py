@@ -154,3 +154,28 @@ def test_window_regimes_without_item_data():
     hops = find_hops("fam", track, np.arange(400))
     assert len(hops) == 1 and hops[0].direction == "to_generalizing"
     assert abs(hops[0].step - 200) <= 2  # at the change, not a window's length later
+
+
+def test_online_hop_withdrawn_at_close_when_all_rows_disagree():
+    """A hop announced on the rows seen so far that the analysis of all rows does not find is
+    withdrawn in the log at close, and the detector's hops end as that analysis's."""
+    from genjax.analysis.regimes import Hop
+
+    early = Hop("fam", 30, "to_generalizing", 0.5, 30, 28, 32)
+    late = Hop("fam", 150, "to_pattern_matching", -0.5, 120, 149, 151)
+    answers = iter([[early], [early, late], [late]])
+    lines = []
+    detector = OnlineHopDetector(log=lines.append, check_every=50)
+    detector._detect = lambda: next(answers)  # what the analysis finds at each check
+    spec = MetricSpec("probes/item_margin", ("item",), (4,),
+                      labels={"item": tuple(f"fam/{i}" for i in range(4))})
+    detector.open([spec], {}, 0)
+    for step in range(100):
+        detector.write(step, {"probes/item_margin": np.zeros(4)})
+    detector.close()
+    assert lines == [
+        "hop: fam became generalizing at step 30 (margin change +0.5000), detected at step 49",
+        "hop: fam became pattern_matching at step 150 (margin change -0.5000), detected at "
+        "step 99",
+        "hop withdrawn: fam at step 30 is not a hop in the analysis of all 100 rows"]
+    assert detector.hops == [late]

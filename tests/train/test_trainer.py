@@ -1,11 +1,12 @@
 """Trainer: sharded == single device, resume == uninterrupted, quickstart learns."""
 
+import json
+
 import jax
 import numpy as np
 import pytest
 
 from genjax.config import load
-from genjax.data import TRAIN, build_data
 from genjax.stream.sinks import MemorySink
 from genjax.train.trainer import Trainer
 from tests.conftest import CONFIGS
@@ -99,22 +100,30 @@ def test_grad_accumulation_matches_full_batch(tiny_config, tmp_path):
                                [whole.losses[s] for s in range(3)], atol=1e-5)
 
 
-def test_quickstart_learns(tmp_path):
-    """Loss falls below the data's unigram entropy within 150 steps of the quickstart."""
+@pytest.mark.slow
+def test_quickstart_shows_hops_and_a_gap(tmp_path):
+    """The README's main job, shortened to 500 steps on one device: the analysis finds a
+    pattern-matching -> generalizing hop in arith/repeat or arith/successive, arith/flipped's
+    hop back to pattern matching, and mod's held-out gap opening and closing (grokking)."""
+    from genjax.analysis.report import analyze_workdir
+    from genjax.stream import TensorStoreSink
+
     config = load(CONFIGS / "quickstart.py")
-    config.train.steps = 150
-    for name in ("heldout", "probes", "memorization"):
-        config.hooks[name].enabled = False
-    sink = MemorySink()
-    result = run(config, tmp_path, sinks=[sink])
-    batch = build_data(config).mixture(TRAIN).batch(256)[0]
-    counts = np.bincount(batch["targets"].ravel(), minlength=config.model.vocab_size)
-    p = counts[counts > 0] / counts.sum()
-    unigram_entropy = float(-(p * np.log(p)).sum())
-    first = np.mean([result.losses[s] for s in range(5)])
-    last = np.mean([result.losses[s] for s in range(140, 150)])
-    assert first > unigram_entropy  # starts near log(vocab)
-    assert last < unigram_entropy - 1.0, (last, unigram_entropy)
+    config.train.steps = 500
+    config.log.progress = "none"
+    sink = TensorStoreSink(tmp_path / "metrics", chunk_steps=config.stream.chunk_steps)
+    Trainer(config, tmp_path, devices=jax.devices()[:1], sinks=[sink]).run()
+    result = json.loads((analyze_workdir(str(tmp_path)) / "analysis.json").read_text())
+    hops = {(h["family"], h["direction"]) for h in result["hops"]}
+    assert hops & {("arith/repeat", "to_generalizing"),
+                   ("arith/successive", "to_generalizing")}, result["hops"]
+    assert ("arith/flipped", "to_pattern_matching") in hops, result["hops"]
+    gap = result["gaps"]["mod"]
+    assert gap["opened"] is not None and gap["closed"] is not None, gap
+    assert gap["share"] > 0.25  # not a small episode: memorized, then grokked
+    words = (tmp_path / "analysis" / "summary.md").read_text()
+    line = next((x for x in words.splitlines() if x.startswith("Held-out gap")), words)
+    assert line.startswith("Held-out gap opened and closed: ") and "mod (opened" in line, line
 
 
 def test_bf16_compute_and_remat_train(tiny_config, tmp_path):
