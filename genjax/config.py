@@ -111,7 +111,7 @@ def base_config() -> ConfigDict:
             ),
             memorization=ConfigDict(dict(enabled=False, every=1, examples=16)),
             attribution=ConfigDict(dict(enabled=False, every=1, rows_per_domain=4,
-                                        train_cosines=False)),
+                                        train_cosines=False, domains_at_once=0)),
             norms=ConfigDict(dict(enabled=False, every=1)),
             predictors=ConfigDict(dict(enabled=False, every=1, examples=16,
                                        source="heldout")),  # heldout | probes
@@ -218,6 +218,9 @@ DESCRIPTIONS = {
     "hooks.attribution.every": "steps between attribution evaluations",
     "hooks.attribution.rows_per_domain": "held-out rows per domain whose loss gradient is "
                                          "taken (its cost grows with rows x domains)",
+    "hooks.attribution.domains_at_once": "held-out domain gradients computed together "
+                                          "(0: all; each is a copy of the parameters' size: "
+                                          "1 for the least memory)",
     "hooks.attribution.train_cosines": "also cosines between the train batch's per-domain "
                                        "gradients (one backward per domain; holds D gradients)",
     "hooks.norms.enabled": "weight, gradient and update norms per layer (no extra FLOPs)",
@@ -313,7 +316,8 @@ _AT_LEAST_1 = ("train.steps", "train.batch_size", "train.seq_len", "train.grad_a
                "hooks.probes.seeds", "hooks.probes.max_items", "hooks.memorization.examples",
                "hooks.predictors.examples", "hooks.attribution.rows_per_domain",
                "analysis.window", "analysis.min_regime_steps", "analysis.spike_window")
-_AT_LEAST_0 = ("seed", "data.order_offset", "model.loss_chunk", "optim.warmup_steps",
+_AT_LEAST_0 = ("seed", "data.order_offset", "hooks.attribution.domains_at_once",
+               "model.loss_chunk", "optim.warmup_steps",
                "data.prefetch",
                "hooks.micro_batch", "hooks.heldout.batch_size", "hooks.probes.builtin_items",
                "hooks.probes.shots", "hooks.probes.prompt_len", "hooks.probes.answer_len",

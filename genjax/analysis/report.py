@@ -48,10 +48,18 @@ def _legend(ax) -> None:
 
 def _margin_panel(ax, family: str, track, steps: np.ndarray, hops: list[dict]) -> None:
     """A family's margin with its interval, regimes shaded, hops as purple lines."""
-    for t in range(len(steps)):
-        color = REGIME_COLORS.get(int(track.labels[t]))
-        if color:
-            ax.axvspan(steps[t] - 0.5, steps[t] + 0.5, color=color, lw=0)
+    # each row's regime shades from halfway to the previous row to halfway to the next
+    # (rows are `every` steps apart); a run of rows with one regime is one span
+    mids = (steps[1:] + steps[:-1]) / 2.0 if len(steps) > 1 else np.zeros(0)
+    edges = np.concatenate([[steps[0] - 0.5], mids, [steps[-1] + 0.5]]) if len(steps) else []
+    labels = np.asarray(track.labels, int)
+    start = 0
+    for t in range(1, len(steps) + 1):
+        if t == len(steps) or labels[t] != labels[start]:
+            color = REGIME_COLORS.get(int(labels[start]))
+            if color:
+                ax.axvspan(edges[start], edges[t], color=color, lw=0)
+            start = t
     ax.fill_between(steps, track.ci_low, track.ci_high, color="#90a4ae", alpha=0.5)
     ax.plot(steps, track.mean, color="#263238", lw=1)
     ax.axhline(0, color="k", lw=0.5)

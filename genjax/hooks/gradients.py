@@ -57,6 +57,7 @@ class AttributionHook:
     shards: int = 1  # rows are padded per domain so that D x rows divides the batch shards
     train_cosines: bool = False
     every: int = 1
+    domains_at_once: int = 0  # held-out gradients computed together (0: all): memory for speed
     name: str = "attribution"
 
     def __post_init__(self):
@@ -112,7 +113,8 @@ class AttributionHook:
                           if train_grads is not None else jnp.zeros(d))
             return tree_dot(g, ctx.updates), tree_dot(g, g), with_train
 
-        dot_D, sq_D, heldout_train_DxD = jax.lax.map(one_domain, by_domain)
+        at_once = min(self.domains_at_once or d, d)  # that many gradients live at once
+        dot_D, sq_D, heldout_train_DxD = jax.lax.map(one_domain, by_domain, batch_size=at_once)
         out = {"attribution/predicted_change": dot_D,
                "attribution/update_cos": _cos(dot_D, sq_D, update_sq),
                "attribution/grad_norm": jnp.sqrt(sq_D)}

@@ -163,7 +163,8 @@ def build_hooks(config, data: Data, shards: int = 1, length_multiple: int = 1,
         hooks.append(predictor_hook(config, data, batching, length_multiple))
     if h.attribution.enabled:
         hooks.append(AttributionHook(data.heldout_rows(h.attribution.rows_per_domain), names,
-                                     shards, h.attribution.train_cosines, h.attribution.every))
+                                     shards, h.attribution.train_cosines, h.attribution.every,
+                                     h.attribution.domains_at_once))
     if h.norms.enabled:
         labels = param_labels or layer_labels(
             abstract_model(ModelConfig.from_config(config.model))[1])

@@ -22,15 +22,17 @@ def _config(c, lr=3e-3):
     return c
 
 
-@pytest.fixture(scope="module")
-def stepped(tmp_path_factory):
-    """Three steps of the tiny config, keeping params before and after the last one."""
+@pytest.fixture(scope="module", params=[0, 1], ids=["domains_together", "one_at_a_time"])
+def stepped(tmp_path_factory, request):
+    """Three steps of the tiny config, keeping params before and after the last one; the
+    held-out domain gradients computed all together (vmapped) or one at a time."""
     import tiny
 
     from genjax.config import load
     from tests.conftest import CONFIGS
 
     c = _config(load(CONFIGS / "tiny.py"))
+    c.hooks.attribution.domains_at_once = request.param
     trainer = Trainer(c, tmp_path_factory.mktemp("grads"), devices=jax.devices()[:1])
     program, state = trainer.program, trainer.program.init_state()
     batches = program.data.train_batches(c.train.batch_size)
