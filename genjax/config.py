@@ -389,6 +389,24 @@ def validate(config: ConfigDict) -> ConfigDict:
     return config
 
 
+def from_stored(stored: dict) -> ConfigDict:
+    """A run's recorded config (the stream's or run.json's) over today's defaults, validated:
+    keys added since that run was written take their defaults."""
+    def merge(node: ConfigDict, values: dict, path: str) -> None:
+        for key, value in values.items():
+            sub = f"{path}.{key}" if path else key
+            if (isinstance(value, dict) and isinstance(node.get(key), ConfigDict)
+                    and sub not in _OPEN_SECTIONS):
+                merge(node[key], value, sub)
+            else:
+                node[key] = ConfigDict(value) if isinstance(value, dict) else value
+
+    config = base_config()
+    with config.unlocked():
+        merge(config, stored, "")
+    return validate(config)
+
+
 def load(path: str | pathlib.Path, check: bool = True) -> ConfigDict:
     """Imports a config file, calls its `get_config()` and (`check`) validates the result.
     Any failure of the file itself is a ConfigError naming the file and line."""

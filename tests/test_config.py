@@ -137,3 +137,19 @@ def test_describe_shows_value_default_and_meaning(tiny_config):
 
 
 DESC_STEPS = "optimizer steps of the run (the cosine schedule decays over them)"
+
+
+def test_from_stored_fills_keys_added_since_the_run():
+    """A run recorded before a key existed reads back with that key's default; its own values
+    (including its open sections, replaced whole) are kept."""
+    from genjax.config import from_stored
+
+    config = load(CONFIGS / "quickstart.py")
+    stored = config.to_dict()
+    del stored["hooks"]["attribution"]["domains_at_once"]
+    del stored["data"]["order_offset"]
+    back = from_stored(stored)
+    assert back.hooks.attribution.domains_at_once == 0
+    assert back.data.order_offset == base_config().data.order_offset
+    assert sorted(back.data.domains) == ["arith", "mod"]  # not merged with the defaults
+    assert back.to_dict() == config.to_dict()

@@ -8,9 +8,10 @@ at or after its end (`after`); keep them with `checkpoint.keep` and `analysis.sa
   these are the stored rows of those steps (checkpoint s holds the params metric row s
   evaluated). The barrier is the largest rise of the held-out loss above the straight line
   between its two ends (linear mode connectivity; without a held-out hook, the largest drop
-  of the margin below its line); above BARRIER_SHARE of the lower end's loss (of the
-  margin's change) it reads "barrier: two separate solutions", else "no barrier: one basin
-  moving". The midpoint a = 0.5 is the average of the two.
+  of the margin below its line); above BARRIER_SHARE of the larger of the ends' loss
+  difference and the lower end's loss (of the margin's change) it reads "barrier: two
+  separate solutions", else "no barrier: one basin moving" (a path whose loss falls all the
+  way, bowed a little above its line, is one basin). The midpoint a = 0.5 is the average of the two.
 - **Stability**: from `before`, `steps` steps rerun with another data order
   (`data.order_offset` = k x ORDER_STRIDE for each k in `orders`; k = 0 is a control that must
   reproduce the run's own rows) into WORKDIR/analysis/explain/hop<i>_order<k>, whose store
@@ -39,7 +40,7 @@ from genjax.analysis.analyze import AnalysisOptions, family_tracks
 from genjax.analysis.regimes import NAMES, stable_runs
 from genjax.config import ConfigDict
 
-BARRIER_SHARE = 0.1  # a barrier counts above this share of the lower end's held-out loss
+BARRIER_SHARE = 0.1  # a barrier counts above this share of the loss scale (see above)
 ORDER_STRIDE = 1_000_003  # batches between the data orders of the stability reruns
 
 
@@ -104,7 +105,7 @@ def interpolation(program, params_before, params_after, family: str,
     else:  # the loss barrier of linear mode connectivity
         record["heldout_loss"] = loss.tolist()
         barrier = float(np.max(loss - (loss[0] + alphas * (loss[-1] - loss[0]))))
-        scale = float(min(loss[0], loss[-1]))
+        scale = float(max(abs(loss[-1] - loss[0]), min(loss[0], loss[-1])))
     record["barrier"] = barrier
     record["verdict"] = ("barrier: two separate solutions" if barrier > BARRIER_SHARE * scale
                          else "no barrier: one basin moving")
@@ -155,12 +156,12 @@ def explain(workdir: str | pathlib.Path, run, result: dict, opts: AnalysisOption
     """Interpolation and stability for every hop of `result` (the run's analysis)."""
     import json
 
-    from genjax.config import validate
+    from genjax.config import from_stored
     from genjax.stream.store import read
     from genjax.train.checkpoint import Checkpointer
 
     workdir = pathlib.Path(workdir)
-    config = validate(ConfigDict(json.loads(run.attrs["config"])))
+    config = from_stored(json.loads(run.attrs["config"]))
     program, config, devices = _program(config, run.attrs.get("mesh"))
     if not any(h.name == "probes" for h in program.hooks):
         return []
