@@ -317,8 +317,7 @@ _AT_LEAST_1 = ("train.steps", "train.batch_size", "train.seq_len", "train.grad_a
                "hooks.predictors.examples", "hooks.attribution.rows_per_domain",
                "analysis.window", "analysis.min_regime_steps", "analysis.spike_window")
 _AT_LEAST_0 = ("seed", "data.order_offset", "hooks.attribution.domains_at_once",
-               "model.loss_chunk", "optim.warmup_steps",
-               "data.prefetch",
+               "model.loss_chunk", "optim.warmup_steps", "data.prefetch",
                "hooks.micro_batch", "hooks.heldout.batch_size", "hooks.probes.builtin_items",
                "hooks.probes.shots", "hooks.probes.prompt_len", "hooks.probes.answer_len",
                "optim.weight_decay", "hooks.heldout.min_tokens", "hooks.heldout.min_documents",

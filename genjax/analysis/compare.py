@@ -62,13 +62,14 @@ class RunFacts:
 
 def run_facts(run: Run, name: str) -> RunFacts:
     """A run's model size, FLOPs per token and mode analysis, from its stored config."""
+    from genjax.config import from_stored
     from genjax.model import ModelConfig
 
     stored = json.loads(run.attrs.get("config") or "{}")
     if "model" not in stored or "train" not in stored:
         raise StreamError(f"{name}: the metric store has no run config (model size unknown); "
                           "compare needs runs written by `genjax train`")
-    model = ModelConfig.from_config(stored["model"])
+    model = ModelConfig.from_config(from_stored(stored).model)  # keys added since: defaults
     seq_len, batch = stored["train"]["seq_len"], stored["train"]["batch_size"]
     fields = set(AnalysisOptions.__dataclass_fields__)
     opts = AnalysisOptions(**{k: v for k, v in stored.get("analysis", {}).items()

@@ -111,11 +111,15 @@ class OnlineHopDetector(BaseSink):
             self.checkpoint_requested = True
         return new
 
+    def _same(self, a: Hop, b: Hop) -> bool:
+        """One hop seen twice: same family and direction, steps within a regime's length."""
+        return (a.family, a.direction) == (b.family, b.direction) and \
+            abs(a.step - b.step) <= self.min_regime_steps
+
     def _known(self, hop: Hop) -> bool:
-        """A hop already reported (same family and direction, nearby step): refined in place."""
+        """A hop already reported: refined in place."""
         for i, old in enumerate(self.hops):
-            if (old.family, old.direction) == (hop.family, hop.direction) and \
-                    abs(old.step - hop.step) <= self.min_regime_steps:
+            if self._same(old, hop):
                 self.hops[i] = hop
                 return True
         return False
@@ -131,9 +135,8 @@ class OnlineHopDetector(BaseSink):
             return
         final = self._detect()
         for old in self.hops:
-            if not any((h.family, h.direction) == (old.family, old.direction) and
-                       abs(h.step - old.step) <= self.min_regime_steps for h in final):
+            if not any(self._same(old, h) for h in final):
                 self.log(f"hop withdrawn: {old.family} at step {old.step} is not a hop in the "
                          f"analysis of all {len(self.rows)} rows")
-        self._add(final)
+        self._add(final)  # announces the new ones
         self.hops = sorted(final, key=lambda h: h.step)
