@@ -7,7 +7,6 @@ Config overrides follow ml-collections `config_flags`: `--config.train.steps=500
 from __future__ import annotations
 
 import os
-import pathlib
 import re
 import sys
 import traceback
@@ -307,7 +306,7 @@ def cmd_compare(argv: list[str]) -> int:
     fv, rest = _flags(argv, define, positional=-1)
     from genjax.analysis.compare import compare
 
-    out = pathlib.Path(fv["out"].value)
+    out = fv["out"].value
     result = compare(rest, out)
     print(f"{len(result['runs'])} runs, {len(result['hops'])} hops compared; written to {out}")
     return 0
@@ -334,7 +333,7 @@ def cmd_sweep(argv: list[str]) -> int:
     done = [r["workdir"] for r in records if r["status"] == "done"]
     failed = [r["name"] for r in records if r["status"] != "done"]
     if done:
-        out = pathlib.Path(fv["workdir"].value) / "compare"
+        out = os.path.join(fv["workdir"].value, "compare")
         compare(done, out)
         print(f"sweep: {len(done)} of {len(records)} points done; comparison in {out}")
     if failed:

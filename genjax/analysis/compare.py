@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import pathlib
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,6 +23,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from genjax import paths as paths_lib
 from genjax.analysis.analyze import AnalysisOptions, analyze
 from genjax.analysis.report import Section, render_html, render_markdown
 from genjax.stream.cli import store_path
@@ -81,7 +82,7 @@ def run_facts(run: Run, name: str) -> RunFacts:
 
 def run_names(paths: Sequence[str]) -> list[str]:
     """Each path's last part, or the whole paths when two share it."""
-    names = [pathlib.Path(p.rstrip("/")).name or p for p in paths]
+    names = [p.rstrip("/").rsplit("/", 1)[-1] or p for p in paths]
     return names if len(set(names)) == len(names) else list(paths)
 
 
@@ -138,7 +139,7 @@ def compared_metrics(runs: list[RunFacts]) -> list[tuple[str, list[str]]]:
 
 
 def plot_metric(runs: list[RunFacts], name: str, labels: list[str],
-                out: pathlib.Path) -> str:
+                out: str | os.PathLike) -> str:
     """One row per label, one column per x axis (step, tokens, FLOPs); Chinchilla points
     dashed, hops of the label's family as dots on each run's curve."""
     fig = Figure(figsize=(11, 0.6 + 2.1 * len(labels)), layout="constrained")
@@ -171,18 +172,20 @@ def plot_metric(runs: list[RunFacts], name: str, labels: list[str],
                                    frameon=False)
     file = name.replace("/", "_") + ".png"
     FigureCanvasAgg(fig)
-    fig.savefig(out / file, dpi=100)
+    with (paths_lib.as_path(out) / file).open("wb") as f:
+        fig.savefig(f, dpi=100, format="png")
     return file
 
 
-def compare(paths: Sequence[str], out: pathlib.Path) -> dict[str, Any]:
+def compare(paths: Sequence[str], out: str | os.PathLike) -> dict[str, Any]:
     """`genjax compare`: reads the runs at `paths` and writes the comparison to `out`."""
     runs = [run_facts(read(store_path(p)), n) for p, n in zip(paths, run_names(paths))]
     return compare_runs(runs, out)
 
 
-def compare_runs(runs: list[RunFacts], out: pathlib.Path) -> dict[str, Any]:
+def compare_runs(runs: list[RunFacts], out: str | os.PathLike) -> dict[str, Any]:
     """Writes compare.json, compare.html, summary.md and the PNGs; returns compare.json."""
+    out = paths_lib.as_path(out)
     out.mkdir(parents=True, exist_ok=True)
     hops = hop_table(runs)
     scaling = hop_scaling(runs, hops)

@@ -27,8 +27,7 @@ bit).
 
 from __future__ import annotations
 
-import pathlib
-import shutil
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genjax import paths
 from genjax.analysis.analyze import AnalysisOptions, family_tracks
 from genjax.analysis.regimes import NAMES, stable_runs
 from genjax.config import ConfigDict
@@ -112,8 +112,8 @@ def interpolation(program, params_before, params_after, family: str,
     return record
 
 
-def stability_rerun(workdir: pathlib.Path, config: ConfigDict, devices: Sequence[jax.Device],
-                    before: int, steps: int, order: int, name: str) -> pathlib.Path:
+def stability_rerun(workdir: paths.Path, config: ConfigDict, devices: Sequence[jax.Device],
+                    before: int, steps: int, order: int, name: str) -> paths.Path:
     """Reruns `steps` steps from checkpoint `before` with data order `order` into
     WORKDIR/analysis/explain/NAME; returns its workdir."""
     from genjax.stream import TensorStoreSink
@@ -121,12 +121,12 @@ def stability_rerun(workdir: pathlib.Path, config: ConfigDict, devices: Sequence
 
     sub = workdir / "analysis" / "explain" / name
     if sub.exists():
-        shutil.rmtree(sub)
+        sub.rmtree()
     (sub / "checkpoints").mkdir(parents=True)
-    shutil.copytree(workdir / "checkpoints" / str(before), sub / "checkpoints" / str(before))
+    paths.copytree(workdir / "checkpoints" / str(before), sub / "checkpoints" / str(before))
     # the run's rows before `before` (the rerun rewrites the rest): its regimes' history, and
     # the spike detector's window primed exactly as in the run
-    shutil.copytree(workdir / "metrics", sub / "metrics")
+    paths.copytree(workdir / "metrics", sub / "metrics")
     rerun = ConfigDict(config.to_dict())
     rerun.data.order_offset = config.data.order_offset + order * ORDER_STRIDE
     rerun.log.progress = "none"
@@ -151,7 +151,7 @@ def recurrence(rerun, hop: dict, opts: AnalysisOptions) -> dict[str, Any]:
             "step": int(steps[runs[-1][0]]) if recurs else None}
 
 
-def explain(workdir: str | pathlib.Path, run, result: dict, opts: AnalysisOptions,
+def explain(workdir: str | os.PathLike, run, result: dict, opts: AnalysisOptions,
             steps: int = 200, orders: Sequence[int] = (1,), alphas: int = 11) -> list[dict]:
     """Interpolation and stability for every hop of `result` (the run's analysis)."""
     import json
@@ -160,7 +160,7 @@ def explain(workdir: str | pathlib.Path, run, result: dict, opts: AnalysisOption
     from genjax.stream.store import read
     from genjax.train.checkpoint import Checkpointer
 
-    workdir = pathlib.Path(workdir)
+    workdir = paths.as_path(workdir)
     config = from_stored(json.loads(run.attrs["config"]))
     program, config, devices = _program(config, run.attrs.get("mesh"))
     if not any(h.name == "probes" for h in program.hooks):

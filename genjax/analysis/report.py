@@ -11,12 +11,13 @@ from __future__ import annotations
 import dataclasses
 import html
 import json
-import pathlib
+import os
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from genjax import paths
 from genjax.analysis.analyze import SMALL_GAP, AnalysisOptions, analyze, family_tracks
 from genjax.stream.cli import store_path
 from genjax.stream.store import Run, read
@@ -27,16 +28,17 @@ HOP_COLOR = "#6a1b9a"
 SERIES_ORDER = ("probes/", "heldout/", "gap/", "memorization/", "train_domains/", "train/")
 
 
-def checkpoint_steps(workdir: pathlib.Path) -> list[int]:
+def checkpoint_steps(workdir: paths.Path) -> list[int]:
     ckpt = workdir / "checkpoints"
     if not ckpt.is_dir():
         return []
     return sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit())
 
 
-def _save(fig: Figure, path: pathlib.Path) -> str:
+def _save(fig: Figure, path: paths.Path) -> str:
     FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=110)
+    with path.open("wb") as f:
+        fig.savefig(f, dpi=110, format="png")
     return path.name
 
 
@@ -90,7 +92,7 @@ def _series_panel(ax, run: Run, name: str, result: dict, hops: bool = False) -> 
     _legend(ax)
 
 
-def plot_overview(run: Run, result: dict, tracks: dict, out: pathlib.Path) -> str | None:
+def plot_overview(run: Run, result: dict, tracks: dict, out: paths.Path) -> str | None:
     """The first figure: probe margins with their intervals and hops (left), per-domain
     held-out loss with the same hops (right)."""
     right = next((n for n in ("heldout/loss", "train_domains/loss", "train/loss")
@@ -112,7 +114,7 @@ def plot_overview(run: Run, result: dict, tracks: dict, out: pathlib.Path) -> st
     return _save(fig, out / "overview.png")
 
 
-def plot_losses(run: Run, result: dict, out: pathlib.Path) -> str | None:
+def plot_losses(run: Run, result: dict, out: paths.Path) -> str | None:
     panels = [n for n in ("train_domains/loss", "heldout/loss", "heldout/accuracy",
                           "gap/loss", "memorization/gap") if n in run.metrics]
     if not panels:  # a stream written by other code: its own series (up to four)
@@ -128,7 +130,7 @@ def plot_losses(run: Run, result: dict, out: pathlib.Path) -> str | None:
     return _save(fig, out / "domains.png")
 
 
-def plot_correlation(result: dict, out: pathlib.Path) -> str | None:
+def plot_correlation(result: dict, out: paths.Path) -> str | None:
     u = result["universality"]
     if not u or u.get("correlation") is None or len(u["families"]) < 2:
         return None  # one family: nothing to correlate
@@ -371,11 +373,11 @@ def render_html(sections: list[Section], title: str = "Mode analysis") -> str:
     return "".join(parts)
 
 
-def write_report(run: Run, out: pathlib.Path, checkpoints: list[int] = (),
+def write_report(run: Run, out: str | os.PathLike, checkpoints: list[int] = (),
                  opts: AnalysisOptions | None = None, explain=None) -> dict:
     """Runs the analysis and writes analysis.json, summary.md, report.html and PNGs to out.
     `explain(result) -> records`: what caused each hop (`genjax.analysis.explain`)."""
-    opts = opts or AnalysisOptions()
+    opts, out = opts or AnalysisOptions(), paths.as_path(out)
     out.mkdir(parents=True, exist_ok=True)
     result = analyze(run, checkpoints, opts)
     if explain is not None:
@@ -392,11 +394,11 @@ def write_report(run: Run, out: pathlib.Path, checkpoints: list[int] = (),
 
 def analyze_workdir(workdir: str, opts: AnalysisOptions | None = None,
                     overrides: dict | None = None,
-                    explain: dict | None = None) -> pathlib.Path:
+                    explain: dict | None = None) -> paths.Path:
     """`genjax analyze`: reads WORKDIR's metric store, writes WORKDIR/analysis/. Settings:
     `opts` as given, or the run's stored `config.analysis` settings with `overrides` (the
     command line's flags) on top; `explain`: also what caused each hop (`--explain`)."""
-    path = pathlib.Path(workdir)
+    path = paths.as_path(workdir)
     run = read(store_path(workdir))
     if len(run) < 2:
         from genjax.stream.store import StreamError

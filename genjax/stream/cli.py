@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import csv as csv_lib
-import pathlib
 
 import numpy as np
 
+from genjax import paths
 from genjax.stream.store import Run, StreamError, follow, read
 
 
 def store_path(workdir: str) -> str:
-    """WORKDIR/metrics for a run directory; the path itself for a store or a URL."""
-    p = pathlib.Path(workdir)
-    if "://" not in workdir and (p / "metrics" / "zarr.json").exists():
+    """WORKDIR/metrics for a run directory (local or gs://); the path itself for a store
+    (or a URL epath cannot list, such as memory://)."""
+    try:
+        p = paths.as_path(workdir)
+    except paths.PathError:
+        return workdir
+    if (p / "metrics" / "zarr.json").exists():
         return str(p / "metrics")
-    if "://" in workdir or (p / "zarr.json").exists():
+    if (p / "zarr.json").exists():
         return workdir
     raise StreamError(f"no metric store in {workdir} (expected {p / 'metrics'})")
 
@@ -69,8 +73,8 @@ def latest_table(run: Run, max_items: int = 8) -> str:
 
 def write_csv(run: Run, path: str) -> None:
     cols = columns(run)
-    with pathlib.Path(path).open("w", newline="") as f:
-        w = csv_lib.writer(f)
+    with paths.as_path(path).open("w") as f:
+        w = csv_lib.writer(f, lineterminator="\n")
         w.writerow(cols)
         for i in range(len(run)):
             w.writerow([c[i].item() for c in cols.values()])

@@ -29,7 +29,7 @@ import dataclasses
 import itertools
 import json
 import operator
-import pathlib
+import os
 import queue
 import threading
 import time
@@ -40,6 +40,7 @@ import numpy as np
 import tensorstore as ts
 
 from genjax.hooks.base import MetricSpec
+from genjax.paths import kvstore_url
 from genjax.stream.sinks import BaseSink
 
 SPECIAL = ("step", "tokens_seen")
@@ -48,14 +49,6 @@ FLUSH_BUDGET = 0.0025  # time-based hand-offs may keep the writer busy this shar
 
 class StreamError(RuntimeError):
     """The metric store cannot be written or does not match this run."""
-
-
-def kvstore_url(path: str | pathlib.Path) -> str:
-    """A TensorStore kvstore URL (trailing slash) for a local path or a URL."""
-    path = str(path)
-    if "://" not in path:
-        path = "file://" + str(pathlib.Path(path).absolute())
-    return path.rstrip("/") + "/"
 
 
 def _json_bytes(obj: Any) -> bytes:
@@ -128,7 +121,7 @@ def _label_coords(schema: Sequence[MetricSpec]):
 class TensorStoreSink(BaseSink):
     """Writes rows to a zarr3 store in the background; process 0 only (caller's choice)."""
 
-    def __init__(self, path: str | pathlib.Path, chunk_steps: int = 4096,
+    def __init__(self, path: str | os.PathLike, chunk_steps: int = 4096,
                  overwrite: bool = False, queue_blocks: int = 2, flush_every_s: float = 5.0,
                  fsync: bool = False):
         self.url = kvstore_url(path)
@@ -447,7 +440,7 @@ class Run:
                                  for k, v in self.attrs.items()})
 
 
-def read(path: str | pathlib.Path) -> Run:
+def read(path: str | os.PathLike) -> Run:
     """Reads the whole stream: every row written, by its stored step (holes and rows being
     written are skipped)."""
     url = kvstore_url(path)
@@ -487,7 +480,7 @@ def _read_arrays(url: str, attrs: dict[str, Any]) -> Run:
     return Run(steps, take("tokens_seen"), metrics, attrs)
 
 
-def follow(path: str | pathlib.Path, interval_s: float = 1.0, timeout_s: float | None = None):
+def follow(path: str | os.PathLike, interval_s: float = 1.0, timeout_s: float | None = None):
     """Yields a fresh `Run` each time the store has grown (a run still writing)."""
     seen, start = -1, time.monotonic()
     while timeout_s is None or time.monotonic() - start < timeout_s:
@@ -501,7 +494,7 @@ def follow(path: str | pathlib.Path, interval_s: float = 1.0, timeout_s: float |
         time.sleep(interval_s)
 
 
-def open(path: str | pathlib.Path):  # noqa: A001 - `genjax.stream.open` is the public name
+def open(path: str | os.PathLike):  # noqa: A001 - `genjax.stream.open` is the public name
     """The run's metrics as an xarray Dataset when xarray is installed, else a `Run`."""
     run = read(path)
     try:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pathlib
-import shutil
 import sys
 import tempfile
 from collections.abc import Callable
@@ -21,6 +19,8 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from genjax import paths
 
 
 class CheckpointError(RuntimeError):
@@ -35,9 +35,9 @@ class Checkpointer:
     below the newest one, e.g. when a resume recomputes missing metric rows from an older one.
     """
 
-    def __init__(self, directory: str | pathlib.Path, every: int, keep: int,
+    def __init__(self, directory: str | os.PathLike, every: int, keep: int,
                  async_save: bool = True):
-        self.directory = pathlib.Path(directory).absolute()
+        self.directory = paths.as_path(directory)
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
@@ -94,7 +94,7 @@ class Checkpointer:
                  f"{moved}; resuming from the checkpoint at step {step}")
         return state, position, step
 
-    def _move_aside(self, failed: list[tuple[int, BaseException, bytes]]) -> pathlib.Path:
+    def _move_aside(self, failed: list[tuple[int, BaseException, bytes]]) -> paths.Path:
         """Damaged checkpoints to `corrupt_checkpoints/<step>` (kept for inspection), with
         what restoring them printed in `<step>.log`."""
         target = self.directory.parent / "corrupt_checkpoints"
@@ -104,7 +104,7 @@ class Checkpointer:
                 dest, n = target / str(step), 1
                 while dest.exists():
                     dest, n = target / f"{step}.{n}", n + 1
-                shutil.move(str(self.directory / str(step)), str(dest))
+                paths.move(self.directory / str(step), dest)
                 dest.with_name(dest.name + ".log").write_bytes(
                     f"{type(error).__name__}: {error}\n\n".encode() + output)
         if jax.process_count() > 1:

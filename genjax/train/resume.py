@@ -11,10 +11,10 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
-import pathlib
 from collections.abc import Sequence
 from typing import Any
 
+from genjax import paths
 from genjax.config import ConfigDict, base_config, leaves
 from genjax.hooks.base import MetricSpec
 
@@ -63,8 +63,8 @@ def run_record(config: ConfigDict, schema: Sequence[MetricSpec]) -> dict[str, An
                                   "schema": [spec_record(s) for s in schema]}))
 
 
-def read_record(workdir: str | pathlib.Path) -> dict | None:
-    path = pathlib.Path(workdir) / RUN_FILE
+def read_record(workdir: str | os.PathLike) -> dict | None:
+    path = paths.as_path(workdir) / RUN_FILE
     if not path.is_file():
         return None
     try:
@@ -77,12 +77,10 @@ def read_record(workdir: str | pathlib.Path) -> dict | None:
     return record
 
 
-def write_record(workdir: str | pathlib.Path, record: dict) -> None:
-    """Atomically (write, then rename): a reader sees the old record or the new one."""
-    path = pathlib.Path(workdir) / RUN_FILE
-    tmp = path.with_name(f".{RUN_FILE}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+def write_record(workdir: str | os.PathLike, record: dict) -> None:
+    """Atomically: a reader sees the old record or the new one."""
+    paths.write_atomic(paths.as_path(workdir) / RUN_FILE,
+                       json.dumps(record, indent=1, sort_keys=True))
 
 
 def _safe(key: str, old: Any, new: Any, saved: dict, current: dict) -> bool:
@@ -133,10 +131,10 @@ def schema_differences(saved: list[dict], current: list[dict]) -> list[str]:
     return out
 
 
-def check_resume(workdir: str | pathlib.Path, record: dict, saved: dict) -> None:
+def check_resume(workdir: str | os.PathLike, record: dict, saved: dict) -> None:
     """Raises ResumeError (one line) when `record` (this config) is another run than `saved`
     (the workdir's)."""
-    where = pathlib.Path(workdir) / RUN_FILE
+    where = paths.as_path(workdir) / RUN_FILE
     diffs = config_differences(saved["config"], record["config"])
     if diffs:
         key, a, b = diffs[0]

@@ -8,12 +8,12 @@ SIGTERM stopped the run cleanly (checkpoint saved, metrics flushed: the same com
 from __future__ import annotations
 
 import os
-import pathlib
 import signal
 import sys
 
 import jax
 
+from genjax import paths
 from genjax.analysis.online import OnlineHopDetector
 from genjax.config import ConfigDict
 from genjax.stream.mirrors import TensorBoardSink, WandbSink
@@ -43,16 +43,16 @@ class SignalAtStep(BaseSink):
             os.kill(os.getpid(), signum)
 
 
-def run_training(config: ConfigDict, workdir: str | pathlib.Path,
+def run_training(config: ConfigDict, workdir: str | os.PathLike,
                  stop_after: int | None = None) -> TrainResult:
     sinks = []
     if config.stream.enabled and jax.process_index() == 0:  # all-reduced rows: one writer
-        path = config.stream.path or str(pathlib.Path(workdir) / "metrics")
+        path = config.stream.path or str(paths.as_path(workdir) / "metrics")
         sinks.append(TensorStoreSink(path, config.stream.chunk_steps, config.stream.overwrite,
                                      flush_every_s=config.stream.flush_every_s,
                                      fsync=config.stream.fsync))
     if jax.process_index() == 0 and config.stream.tensorboard:
-        sinks.append(TensorBoardSink(str(pathlib.Path(workdir) / "tensorboard")))
+        sinks.append(TensorBoardSink(str(paths.as_path(workdir) / "tensorboard")))
     if jax.process_index() == 0 and config.stream.wandb_project:
         sinks.append(WandbSink(config.stream.wandb_project, str(workdir)))
     if config.analysis.online_hops:

@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 
 from genjax.config import ConfigError
+from genjax.paths import is_url
 
 
 def parse_grid(specs: Sequence[str], config) -> list[tuple[str, list[str]]]:
@@ -80,6 +81,9 @@ def run_sweep(config_path: str, grid_specs: Sequence[str], workdir: str,
 
     config = load(config_path)
     points = grid_points(parse_grid(grid_specs, config))
+    if is_url(workdir):  # each point's train.log is a local file its process writes
+        raise ConfigError(f"genjax sweep runs its points on this machine: use a local "
+                          f"--workdir, not {workdir}")
     root = pathlib.Path(workdir)
     root.mkdir(parents=True, exist_ok=True)
     if parallel < 1:

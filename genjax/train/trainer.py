@@ -11,8 +11,6 @@ import contextlib
 import dataclasses
 import math
 import os
-import pathlib
-import shutil
 import signal
 import sys
 import threading
@@ -25,6 +23,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
+from genjax import paths
 from genjax import sharding as shd
 from genjax.analysis.spikes import SPIKE_SCHEMA, WATCHED, SpikeDetector
 from genjax.config import ConfigDict, validate
@@ -58,38 +57,40 @@ class TrainResult:
 
 
 @contextlib.contextmanager
-def removed_on_failed_start(workdir: str | pathlib.Path):
+def removed_on_failed_start(workdir: str | os.PathLike):
     """Runs the body; if it fails while the workdir it created holds no checkpoint or metric
-    row (only directories, `zarr.json` and `config.json`), removes the directories it created:
-    a failed start leaves nothing behind."""
-    path = pathlib.Path(workdir).absolute()
-    created = None  # the topmost directory that does not exist yet
+    row (only directories, `zarr.json` and `config.json`), removes what it created: a failed
+    start leaves nothing behind (local or in a bucket)."""
+    path = paths.as_path(workdir)
+    created = None  # the topmost directory (or bucket prefix) that does not exist yet
     for p in (path, *path.parents):
-        if p.exists():
+        if p.exists() or p == p.parent:
             break
         created = p
     try:
         yield
     except BaseException:
-        if created is not None and created.is_dir() and not _holds_run(created):
-            shutil.rmtree(created, ignore_errors=True)
+        if created is not None and created.exists() and not _holds_run(created):
+            created.rmtree(missing_ok=True)
         raise
 
 
-def _holds_run(path: pathlib.Path) -> bool:
-    return any(f.is_file() and f.name not in ("zarr.json", resume.RUN_FILE)
-               for f in path.rglob("*"))
+def _holds_run(path: paths.Path) -> bool:
+    return any(f.name not in ("zarr.json", resume.RUN_FILE) for f in paths.files_under(path))
 
 
-def prepare_workdir(workdir: str | pathlib.Path) -> pathlib.Path:
-    path = pathlib.Path(workdir)
+def prepare_workdir(workdir: str | os.PathLike) -> paths.Path:
+    """The workdir as a path (local, file:// or gs://), created and checked writable."""
     try:
+        path = paths.as_path(workdir)
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".genjax_write_test.{os.getpid()}"
         probe.write_text("ok")
         probe.unlink()
+    except paths.PathError as e:
+        raise WorkdirError(f"workdir {e}") from e
     except OSError as e:
-        raise WorkdirError(f"workdir {path} is not writable: {e.strerror or e}") from e
+        raise WorkdirError(f"workdir {workdir} is not writable: {e.strerror or e}") from e
     return path
 
 
@@ -228,7 +229,7 @@ class Trainer:
     `program_kwargs` go to `TrainProgram` (model, tx, schedule, loss_fn, data, hooks,
     devices)."""
 
-    def __init__(self, config: ConfigDict, workdir: str | pathlib.Path, *,
+    def __init__(self, config: ConfigDict, workdir: str | os.PathLike, *,
                  sinks: Sequence[Sink] | None = (), **program_kwargs: Any):
         self.workdir = prepare_workdir(workdir)
         self.program = TrainProgram(config, **program_kwargs)
@@ -440,7 +441,8 @@ class Trainer:
             if rows is not None:
                 first, last = int(rows["step"][0]), int(rows["step"][-1])
                 dump = self.workdir / f"unwritten_metrics_{first}-{last}.npz"
-                np.savez(dump, **{k.replace("/", "."): v for k, v in rows.items()})
+                with dump.open("wb") as f:
+                    np.savez(f, **{k.replace("/", "."): v for k, v in rows.items()})
                 notes.append(f"rows {first}..{last} saved to {dump}")
         return StreamError(f"{failure}; training stopped ({'; '.join(notes)}; a resume "
                            "recomputes the rows the store lacks)")
@@ -528,7 +530,7 @@ class NonFiniteError(RuntimeError):
                          f"({grad_norm:.4g}) is not finite; training stopped "
                          f"(train.on_nonfinite=stop){detail}")
 
-    def explained(self, checkpoint: int | None, directory: pathlib.Path) -> NonFiniteError:
+    def explained(self, checkpoint: int | None, directory: paths.Path) -> NonFiniteError:
         where = (f"; the last good checkpoint is step {checkpoint} in {directory}, where a "
                  "resume starts" if checkpoint is not None
                  else "; no checkpoint was saved before it, a resume starts from step 0")
@@ -611,6 +613,6 @@ class _StopSignals:
         os.close(self._read)
 
 
-def train(config: ConfigDict, workdir: str | pathlib.Path, **kwargs) -> TrainResult:
+def train(config: ConfigDict, workdir: str | os.PathLike, **kwargs) -> TrainResult:
     """One call: build a `Trainer` and run it."""
     return Trainer(config, workdir, **kwargs).run()
