@@ -23,6 +23,7 @@ commands:
            one run per grid point in DIR/<point>, then compare them -> DIR/compare
   compile  --config FILE --topology v5e:4x4 [--num_slices N]       compile for a TPU slice on CPU
   config   show FILE [--config.KEY=VALUE ...]                      each key: value, default, meaning
+  data     prepare INPUT [INPUT ...] --out DIR --tokenizer_file F  tokenize files into token shards
 
 every command: --verbose prints the traceback of an error too
 """
@@ -39,6 +40,9 @@ COMMAND_USAGE = {
              "  runs every grid point as a genjax train run in DIR/<point>, then compares them",
     "compile": "genjax compile --config FILE --topology T [--config.KEY=VALUE ...] [flags]\n"
                "  compiles the sharded step for a TPU slice on this host (needs .[tpu])",
+    "data": "genjax data prepare INPUT [INPUT ...] --out DIR [flags]\n"
+            "  tokenizes .txt/.jsonl/.parquet files (paths or globs, local or gs://) into token "
+            "shards and a manifest; the same command resumes an interrupted run",
     "config": "genjax config show FILE [--config.KEY=VALUE ...]\n"
               "  the resolved config: every key with its value, its default where it differs, "
               "and its meaning",
@@ -376,9 +380,57 @@ def cmd_config(argv: list[str]) -> int:
     return 0
 
 
+def cmd_data(argv: list[str]) -> int:
+    def define(flags, fv):
+        flags.DEFINE_string("out", None, "output directory (local or gs://)", flag_values=fv)
+        flags.DEFINE_enum("tokenizer", "huggingface", ["huggingface", "sentencepiece", "byte"],
+                          "tokenizer kind", flag_values=fv)
+        flags.DEFINE_string("tokenizer_file", "", "tokenizer.json or sentencepiece .model",
+                            flag_values=fv)
+        flags.DEFINE_float("heldout_fraction", 0.01, "share of documents held out (by a hash "
+                           "of their text)", flag_values=fv)
+        flags.DEFINE_string("text_field", "text", "text field of JSONL rows and parquet "
+                            "columns", flag_values=fv)
+        flags.DEFINE_integer("shard_tokens", 2**27, "tokens per shard file", flag_values=fv)
+        flags.DEFINE_bool("progress", True, "a progress line on stderr", flag_values=fv)
+
+    args = argv[1:]
+    if not args or args[0] != "prepare":
+        if args and args[0] in HELP_FLAGS:
+            print(f"usage: {COMMAND_USAGE['data']}")
+            return 0
+        raise CliError(f"usage: {COMMAND_USAGE['data'].splitlines()[0]}")
+    fv, rest = _flags([argv[0], *args[1:]], define, positional=-1)
+    if not rest:
+        raise CliError("genjax data prepare needs at least one input file or glob")
+    if not fv["out"].value:
+        raise CliError("--out is required")
+    if not 0 < fv["heldout_fraction"].value < 1:
+        raise CliError(f"--heldout_fraction must be in (0, 1), got {fv['heldout_fraction'].value}")
+    if fv["shard_tokens"].value < 1:
+        raise CliError("--shard_tokens must be at least 1")
+    from genjax.data.prepare import prepare
+    from genjax.data.sources import DataError
+    from genjax.data.tokenizers import load_tokenizer
+
+    try:
+        tokenizer = load_tokenizer(fv["tokenizer"].value, fv["tokenizer_file"].value)
+    except ValueError as e:
+        raise DataError(str(e)) from None
+    manifest = prepare(rest, fv["out"].value, tokenizer,
+                       heldout_fraction=fv["heldout_fraction"].value,
+                       text_field=fv["text_field"].value, shard_tokens=fv["shard_tokens"].value,
+                       progress=fv["progress"].value)
+    totals = manifest["totals"]
+    print(f"prepared {fv['out'].value}: {len(manifest['sources'])} files, "
+          f"{totals['documents']:,} documents, {totals['tokens']:,} training and "
+          f"{totals['heldout_tokens']:,} held-out tokens")
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "metrics": cmd_metrics, "analyze": cmd_analyze,
             "compare": cmd_compare, "sweep": cmd_sweep, "compile": cmd_compile,
-            "config": cmd_config}
+            "config": cmd_config, "data": cmd_data}
 
 
 def main(argv: list[str] | None = None) -> int:

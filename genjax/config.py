@@ -75,9 +75,11 @@ def base_config() -> ConfigDict:
     c.data = ConfigDict(
         dict(
             domains=ConfigDict(),  # name -> {kind, weight, kind-specific options}
-            tokenizer="byte",  # or "sentencepiece"
+            tokenizer="byte",  # or "sentencepiece", "huggingface"
             sentencepiece_model="",
+            tokenizer_file="",  # tokenizer.json (data.tokenizer=huggingface), local or gs://
             files="",  # comma-separated paths/globs; each file's stem becomes a text domain
+            prepared="",  # comma-separated prepared datasets; each one's name becomes a domain
             text_field="text",
             heldout_fraction=0.1,
             order_offset=0,  # train batches start this many batches later in the stream
@@ -169,9 +171,13 @@ DESCRIPTIONS = {
     "mesh.tensor": "devices on the tensor axis (heads, MLP, vocab)",
     "sharding_rules": "logical axis -> mesh axes; a logical axis absent here is replicated",
     "data.domains": "domain name -> {kind, weight, kind-specific options}",
-    "data.tokenizer": "byte | sentencepiece",
+    "data.tokenizer": "byte | sentencepiece | huggingface",
+    "data.tokenizer_file": "Hugging Face tokenizer.json (data.tokenizer=huggingface), local or "
+                           "gs://",
     "data.sentencepiece_model": "path of the sentencepiece model (data.tokenizer=sentencepiece)",
     "data.files": "comma-separated paths/globs of .txt/.jsonl files; each stem is a domain",
+    "data.prepared": "comma-separated datasets from genjax data prepare (local or gs://); each "
+                     "is a domain named by its last path component, weighted by token count",
     "data.text_field": "the text field of .jsonl rows",
     "data.heldout_fraction": "share of problems/documents held out (by a hash of the text), "
                              "in (0, 1)",
@@ -333,7 +339,7 @@ _CHOICES = {"model.param_dtype": ("float32", "bfloat16"),
             "optim.schedule": ("cosine", "constant"),
             "optim.name": ("adamw", "sgd", "lion", "muon"),
             "train.on_nonfinite": ("stop", "skip"),
-            "data.tokenizer": ("byte", "sentencepiece"),
+            "data.tokenizer": ("byte", "sentencepiece", "huggingface"),
             "log.progress": ("auto", "bar", "lines", "none"),
             "hooks.probes.sampling": ("none", "random", "ordered", "balanced"),
             "hooks.probes.terminator": ("joiner", "eos", "none"),

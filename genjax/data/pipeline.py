@@ -128,16 +128,27 @@ def stack(rows: list[dict]) -> dict[str, np.ndarray]:
 
 
 def build_data(config) -> Data:
-    """Domains from `config.data.domains` plus one text domain per file in `data.files`."""
-    tokenizer = make_tokenizer(config.data)
+    """Domains from `config.data.domains`, one text domain per file in `data.files` and one per
+    dataset in `data.prepared`.
+    Weights default to 1.0; prepared datasets without one share theirs by training token
+    count (together as much as one 1.0 domain each: their mean weight is 1.0)."""
+    try:
+        tokenizer = make_tokenizer(config.data)
+    except ValueError as e:
+        raise DataError(str(e)) from None
     specs = {name: dict(spec) for name, spec in config.data.domains.items()}
     for path in expand_files(config.data.files):
         if path.stem in specs:
             raise DataError(f"data.files: domain name '{path.stem}' is already taken")
         specs[path.stem] = {"kind": "text", "path": str(path),
                             "text_field": config.data.text_field}
+    for path in [p.strip().rstrip("/") for p in config.data.prepared.split(",") if p.strip()]:
+        name = path.rsplit("/", 1)[-1]
+        if name in specs:
+            raise DataError(f"data.prepared: domain name '{name}' is already taken")
+        specs[name] = {"kind": "prepared", "path": path}
     if not specs:
-        raise DataError("no data: set data.domains or data.files")
+        raise DataError("no data: set data.domains, data.files or data.prepared")
     domains, weights, sizes = [], [], {"heldout_rows": {}, "memorization_rows": {}}
     for domain_id, (name, spec) in enumerate(specs.items()):
         spec = dict(spec)
@@ -151,8 +162,8 @@ def build_data(config) -> Data:
         if kind not in KINDS:
             raise DataError(f"data.domains.{name}.kind must be one of {sorted(KINDS)}, "
                             f"got {kind!r}")
-        weight = float(spec.pop("weight", 1.0))
-        if weight <= 0:
+        weight = float(spec.pop("weight", 0.0 if kind == "prepared" else 1.0))
+        if weight <= 0 and not (kind == "prepared" and weight == 0.0):
             raise DataError(f"data.domains.{name}.weight must be positive")
         try:
             domains.append(KINDS[kind](name, domain_id, tokenizer, config.train.seq_len,
@@ -160,6 +171,15 @@ def build_data(config) -> Data:
         except TypeError as e:
             raise DataError(f"data.domains.{name} ({kind}): {e}") from e
         weights.append(weight)
+        made_with = getattr(domains[-1], "manifest", {}).get("tokenizer", {})
+        if made_with.get("vocab_size", 0) > config.model.vocab_size:
+            raise DataError(f"data.domains.{name}: {spec['path']} was tokenized with a "
+                            f"vocabulary of {made_with['vocab_size']}, more than "
+                            f"model.vocab_size={config.model.vocab_size}")
+    by_tokens = [i for i, (d, w) in enumerate(zip(domains, weights)) if w == 0.0]
+    total = sum(domains[i].train_tokens for i in by_tokens)
+    for i in by_tokens:
+        weights[i] = len(by_tokens) * domains[i].train_tokens / total
     if tokenizer.vocab_size > config.model.vocab_size:
         raise DataError(f"model.vocab_size={config.model.vocab_size} is smaller than the "
                         f"tokenizer's vocabulary ({tokenizer.vocab_size})")

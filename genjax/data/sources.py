@@ -371,10 +371,10 @@ def read_documents(path: str, text_field: str = "text") -> list[str]:
     return docs
 
 
-from genjax.data import world  # noqa: E402  (its kinds subclass SyntheticDomain, above)
+from genjax.data import shards, world  # noqa: E402  (they build on the names above)
 
 KINDS = {cls.kind: cls for cls in (ModularArithmetic, KVLookup, Grammar, TextDomain,
-                                   *world.DOMAINS)}
+                                   shards.PreparedDomain, *world.DOMAINS)}
 
 
 def expand_files(files: str) -> list[pathlib.Path]:

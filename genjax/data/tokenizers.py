@@ -1,11 +1,16 @@
-"""Tokenizers: byte-level by default, a local sentencepiece model as an option."""
+"""Tokenizers: byte-level by default; a sentencepiece model or a Hugging Face tokenizer.json
+(local or gs://) as options. `identity()` names what a prepared dataset was tokenized with, so
+that a run refuses token shards made by another tokenizer."""
 
 from __future__ import annotations
 
-import pathlib
+import hashlib
+import json
 from typing import Protocol
 
 import numpy as np
+
+from genjax import paths
 
 
 class Tokenizer(Protocol):
@@ -18,6 +23,8 @@ class Tokenizer(Protocol):
     def decode(self, ids) -> str: ...
 
     def token_bytes(self) -> np.ndarray: ...  # [vocab] UTF-8 bytes per token (bits per byte)
+
+    def identity(self) -> dict: ...  # kind, vocab size, and a hash of the model file
 
 
 class ByteTokenizer:
@@ -37,14 +44,24 @@ class ByteTokenizer:
         return bytes(int(i) for i in np.asarray(ids).ravel() if int(i) < 256).decode(
             "utf-8", errors="replace")
 
+    def identity(self) -> dict:
+        return {"kind": "byte", "vocab_size": self.vocab_size}
+
+
+def _model_bytes(path: str, what: str) -> bytes:
+    file = paths.as_path(path)
+    if not path or not file.is_file():
+        raise FileNotFoundError(f"{what} not found: {path or '(no path set)'}")
+    return file.read_bytes()
+
 
 class SentencePieceTokenizer:
     def __init__(self, model_path: str):
         import sentencepiece
 
-        if not pathlib.Path(model_path).is_file():
-            raise FileNotFoundError(f"sentencepiece model not found: {model_path}")
-        self._sp = sentencepiece.SentencePieceProcessor(model_file=model_path)
+        model = _model_bytes(model_path, "sentencepiece model")
+        self._sha256 = hashlib.sha256(model).hexdigest()
+        self._sp = sentencepiece.SentencePieceProcessor(model_proto=model)
         self.vocab_size = self._sp.vocab_size()
         self.eos_id = self._sp.eos_id() if self._sp.eos_id() >= 0 else 0
         self.pad_id = self._sp.pad_id() if self._sp.pad_id() >= 0 else self.eos_id
@@ -66,11 +83,76 @@ class SentencePieceTokenizer:
     def decode(self, ids) -> str:
         return self._sp.decode([int(i) for i in np.asarray(ids).ravel()])
 
+    def identity(self) -> dict:
+        return {"kind": "sentencepiece", "vocab_size": self.vocab_size, "sha256": self._sha256}
+
+
+EOS_NAMES = ("<|endoftext|>", "</s>", "<eos>", "<|end_of_text|>", "[SEP]")
+PAD_NAMES = ("<pad>", "<|pad|>", "[PAD]")
+
+
+class HuggingFaceTokenizer:
+    """A Hugging Face `tokenizers` tokenizer.json. EOS: the first of `EOS_NAMES` in its
+    vocabulary (or none: id 0); PAD: the first of `PAD_NAMES`, else EOS."""
+
+    def __init__(self, path: str):
+        import tokenizers
+
+        raw = _model_bytes(path, "tokenizer file")
+        self._sha256 = hashlib.sha256(raw).hexdigest()
+        try:
+            self._tok = tokenizers.Tokenizer.from_str(raw.decode())
+        except Exception as e:  # noqa: BLE001 - the Rust side raises a plain Exception
+            raise ValueError(f"{path} is not a tokenizer.json: {e}") from None
+        self._byte_level = '"ByteLevel"' in json.dumps(json.loads(raw).get("decoder"))
+        self.vocab_size = self._tok.get_vocab_size()
+        find = lambda names: next((i for n in names if (i := self._tok.token_to_id(n))
+                                   is not None), None)
+        eos = find(EOS_NAMES)
+        self.eos_id = 0 if eos is None else eos
+        pad = find(PAD_NAMES)
+        self.pad_id = self.eos_id if pad is None else pad
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        """Many documents at once (the Rust tokenizer's threads)."""
+        return [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=False)]
+
+    def decode(self, ids) -> str:
+        return self._tok.decode([int(i) for i in np.asarray(ids).ravel()])
+
+    def token_bytes(self) -> np.ndarray:
+        """[vocab] UTF-8 bytes per token: byte-level BPE tokens spell one byte per character
+        (GPT-2's byte-to-unicode map); otherwise the token's text ("▁" a space); special
+        tokens 0."""
+        special = {t.content for t in self._tok.get_added_tokens_decoder().values()
+                   if t.special}
+        out = np.zeros(self.vocab_size, np.float32)
+        for i in range(self.vocab_size):
+            piece = self._tok.id_to_token(i)
+            if piece is None or piece in special:
+                continue
+            out[i] = len(piece) if self._byte_level else len(
+                piece.replace("▁", " ").encode("utf-8"))
+        return out
+
+    def identity(self) -> dict:
+        return {"kind": "huggingface", "vocab_size": self.vocab_size, "sha256": self._sha256}
+
 
 def make_tokenizer(data_cfg) -> Tokenizer:
-    if data_cfg.tokenizer == "byte":
+    return load_tokenizer(data_cfg.tokenizer, data_cfg.sentencepiece_model
+                          if data_cfg.tokenizer == "sentencepiece" else data_cfg.tokenizer_file)
+
+
+def load_tokenizer(kind: str, path: str = "") -> Tokenizer:
+    """`byte`, `sentencepiece` (a .model file) or `huggingface` (a tokenizer.json)."""
+    if kind == "byte":
         return ByteTokenizer()
-    if data_cfg.tokenizer == "sentencepiece":
-        return SentencePieceTokenizer(data_cfg.sentencepiece_model)
-    raise ValueError(f"config key 'data.tokenizer' must be byte or sentencepiece, "
-                     f"got {data_cfg.tokenizer!r}")
+    if kind == "sentencepiece":
+        return SentencePieceTokenizer(path)
+    if kind == "huggingface":
+        return HuggingFaceTokenizer(path)
+    raise ValueError(f"tokenizer must be byte, sentencepiece or huggingface, got {kind!r}")

@@ -1,0 +1,245 @@
+"""`genjax data prepare`: text, JSONL and parquet files (globs, local or gs://) -> token shards
+and a manifest (`genjax.data.shards` describes the format).
+
+Each input file becomes its own shards, written under a temporary name and renamed (or
+uploaded whole) when done; the manifest, rewritten after every file, lists the files finished.
+Running the same command again after an interruption skips them and redoes only the file that
+was in progress. Documents: a line of a .txt file, the `text_field` of a JSONL row or of a
+parquet row; empty ones are skipped.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import json
+import sys
+import time
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from genjax import paths
+from genjax.data.shards import FORMAT, MANIFEST, read_manifest, token_dtype
+from genjax.data.sources import DataError, is_heldout
+from genjax.data.tokenizers import Tokenizer
+
+SUFFIXES = (".txt", ".jsonl", ".parquet")
+BATCH_DOCUMENTS = 256  # documents tokenized together (the Rust tokenizer's threads)
+
+
+def expand_inputs(patterns: Sequence[str]) -> list[paths.Path]:
+    """Paths or globs (local or gs://) -> the files they name, sorted, each once."""
+    out: list[paths.Path] = []
+    for pattern in patterns:
+        if globlib.has_magic(pattern):
+            root, rest = _split_glob(pattern)
+            matches = sorted(paths.as_path(root).glob(rest), key=str)
+        else:
+            matches = [paths.as_path(pattern)]
+        if not matches:
+            raise DataError(f"input pattern matches no file: {pattern}")
+        for m in matches:
+            try:
+                exists = m.is_file()
+            except Exception as e:  # noqa: BLE001 - a bucket nobody can read, say
+                raise DataError(f"cannot read input {m}: {type(e).__name__}: {e}") from None
+            if not exists:
+                raise DataError(f"input file not found: {m}")
+            if m.suffix not in SUFFIXES:
+                raise DataError(f"input {m}: unknown file type (expected {', '.join(SUFFIXES)})")
+            if str(m) not in {str(p) for p in out}:
+                out.append(m)
+    return out
+
+
+def _split_glob(pattern: str) -> tuple[str, str]:
+    """'gs://b/dir/*/x.jsonl' -> ('gs://b/dir', '*/x.jsonl'): the directory above the first
+    wildcard, and the pattern below it."""
+    first = min(i for i, c in enumerate(pattern) if c in "*?[")
+    cut = pattern.rfind("/", 0, first)
+    return (pattern[:cut], pattern[cut + 1:]) if cut >= 0 else (".", pattern)
+
+
+def documents(path: paths.Path, text_field: str = "text") -> Iterator[str]:
+    """The documents of one input file, in order."""
+    if path.suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise DataError(f"{path}: reading parquet needs pyarrow (pip install -e "
+                            "'.[parquet]')") from None
+        with path.open("rb") as f:
+            table = pq.ParquetFile(f)
+            if text_field not in table.schema_arrow.names:
+                raise DataError(f"{path}: no column '{text_field}' (columns: "
+                                f"{', '.join(table.schema_arrow.names)})")
+            for batch in table.iter_batches(columns=[text_field], batch_size=1024):
+                yield from (t for t in batch.column(0).to_pylist() if t)
+        return
+    with path.open("r") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            if path.suffix != ".jsonl":
+                yield line.rstrip("\n")
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
+            if not isinstance(row, dict) or not isinstance(row.get(text_field), str):
+                raise DataError(f"{path}:{lineno}: row has no string field '{text_field}'")
+            if row[text_field]:
+                yield row[text_field]
+
+
+def _batches(docs: Iterator[str], size: int) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for doc in docs:
+        batch.append(doc)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class _ShardWriter:
+    """Token shards of one split of one source, rotated every `shard_tokens`."""
+
+    def __init__(self, out: paths.Path, split: str, source: int, dtype: np.dtype,
+                 shard_tokens: int):
+        self.out, self.split, self.source, self.dtype = out, split, source, dtype
+        self.shard_tokens, self.buffer, self.size, self.done = shard_tokens, [], 0, []
+
+    def add(self, ids: list[int]) -> None:
+        self.buffer.append(np.asarray(ids, self.dtype))
+        self.size += len(ids)
+        if self.size >= self.shard_tokens:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.size:
+            return
+        name = f"{self.split}-{self.source:05d}-{len(self.done):04d}.bin"
+        paths.write_atomic(self.out / name, np.concatenate(self.buffer).tobytes())
+        self.done.append({"file": name, "split": self.split, "tokens": self.size})
+        self.buffer, self.size = [], 0
+
+
+def prepare(inputs: Sequence[str], out: str, tokenizer: Tokenizer, *,
+            heldout_fraction: float = 0.01, text_field: str = "text",
+            shard_tokens: int = 2**27, progress: bool = True) -> dict:
+    """Tokenizes `inputs` into the dataset at `out`; returns its manifest. Resumes a dataset
+    that an earlier call with the same inputs and settings left incomplete."""
+    files = expand_inputs(inputs)
+    root = paths.as_path(out)
+    settings = {"format": FORMAT, "tokenizer": tokenizer.identity(),
+                "dtype": token_dtype(tokenizer.vocab_size).str, "eos_id": tokenizer.eos_id,
+                "heldout_fraction": heldout_fraction, "text_field": text_field,
+                "inputs": [str(f) for f in files]}
+    manifest = _resume(root, settings)
+    if manifest.get("complete"):
+        return manifest
+    root.mkdir(parents=True, exist_ok=True)
+    dtype = np.dtype(settings["dtype"])
+    bar = _Progress(len(files), enabled=progress)
+    for index, file in enumerate(files):
+        if str(file) in manifest["sources"]:
+            bar.skip(manifest["sources"][str(file)])
+            continue
+        writers = {s: _ShardWriter(root, s, index, dtype, shard_tokens)
+                   for s in ("train", "heldout")}
+        counts = {"documents": 0, "heldout_documents": 0, "tokens": 0, "heldout_tokens": 0,
+                  "bytes": 0}
+        encode = getattr(tokenizer, "encode_batch", None) or (
+            lambda texts: [tokenizer.encode(t) for t in texts])
+        for batch in _batches(documents(file, text_field), BATCH_DOCUMENTS):
+            for doc, ids in zip(batch, encode(batch)):
+                held = is_heldout(doc, heldout_fraction)
+                writers["heldout" if held else "train"].add([*ids, tokenizer.eos_id])
+                counts["documents"] += 1
+                counts["heldout_documents"] += held
+                counts["heldout_tokens" if held else "tokens"] += len(ids) + 1
+                counts["bytes"] += len(doc.encode())
+            bar.update(counts)
+        for w in writers.values():
+            w.flush()
+        manifest["shards"] += writers["train"].done + writers["heldout"].done
+        manifest["sources"][str(file)] = counts
+        _write(root, manifest)
+        bar.finish_file(counts)
+    manifest["totals"] = {k: sum(c[k] for c in manifest["sources"].values())
+                          for k in ("documents", "heldout_documents", "tokens",
+                                    "heldout_tokens", "bytes")}
+    if manifest["totals"]["tokens"] == 0:
+        raise DataError(f"{', '.join(inputs)}: no training documents")
+    manifest["complete"] = True
+    _write(root, manifest)
+    bar.close(manifest["totals"])
+    return manifest
+
+
+def _resume(root: paths.Path, settings: dict) -> dict:
+    """The manifest to continue: a fresh one, or the incomplete one left with the same
+    settings (its unfinished shards are rewritten); another dataset there is refused."""
+    fresh = {**settings, "shards": [], "sources": {}, "complete": False}
+    if not (root / MANIFEST).exists():
+        if root.exists() and any(root.iterdir()):
+            raise DataError(f"{root} exists and is not a prepared dataset; use an empty or new "
+                            "output directory")
+        return fresh
+    old = json.loads((root / MANIFEST).read_text())
+    if old.get("complete"):
+        read_manifest(str(root))  # validates it
+    same = all(old.get(k) == v for k, v in settings.items())
+    if not same:
+        changed = sorted(k for k, v in settings.items() if old.get(k) != v)
+        raise DataError(f"{root} holds a dataset prepared with other settings "
+                        f"({', '.join(changed)}); use a new output directory")
+    return old
+
+
+def _write(root: paths.Path, manifest: dict) -> None:
+    paths.write_atomic(root / MANIFEST, json.dumps(manifest, indent=1))
+
+
+class _Progress:
+    """One line on stderr, redrawn in place on a terminal, printed per file otherwise."""
+
+    def __init__(self, files: int, enabled: bool):
+        self.files, self.enabled, self.done = files, enabled, 0
+        self.tty = enabled and sys.stderr.isatty()
+        self.start, self.docs, self.tokens, self.last = time.monotonic(), 0, 0, 0.0
+
+    def _line(self, counts: dict | None = None) -> str:
+        dt = max(time.monotonic() - self.start, 1e-9)
+        docs = self.docs + (counts["documents"] if counts else 0)
+        tokens = self.tokens + (counts["tokens"] + counts["heldout_tokens"] if counts else 0)
+        return (f"prepare: file {min(self.done + 1, self.files)}/{self.files}  {docs:,} "
+                f"documents  {tokens:,} tokens  {tokens / dt:,.0f} tok/s")
+
+    def skip(self, counts: dict) -> None:
+        self.docs += counts["documents"]
+        self.tokens += counts["tokens"] + counts["heldout_tokens"]
+        self.done += 1
+        if self.enabled:
+            print(f"prepare: file {self.done}/{self.files} already done", file=sys.stderr)
+
+    def update(self, counts: dict) -> None:
+        if self.tty and time.monotonic() - self.last > 0.2:
+            self.last = time.monotonic()
+            print("\r" + self._line(counts), end="", file=sys.stderr, flush=True)
+
+    def finish_file(self, counts: dict) -> None:
+        if self.enabled:
+            print(("\r" if self.tty else "") + self._line(counts), file=sys.stderr, flush=True)
+        self.docs += counts["documents"]
+        self.tokens += counts["tokens"] + counts["heldout_tokens"]
+        self.done += 1
+
+    def close(self, totals: dict) -> None:
+        if self.enabled:
+            print(f"prepare: done: {totals['documents']:,} documents "
+                  f"({totals['heldout_documents']:,} held out), {totals['tokens']:,} training "
+                  f"tokens, {totals['heldout_tokens']:,} held-out tokens", file=sys.stderr)
