@@ -197,17 +197,16 @@ def _setup_devices(fv) -> None:
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                    f" --xla_force_host_platform_device_count="
                                    f"{fv['cpu_devices'].value}").strip()
-    mode = fv["distributed"].value
-    if mode == "off":
-        return
-    import jax
+    from genjax.cluster import initialize
 
-    if fv["coordinator"].value:  # explicit coordinator: CPU/GPU clusters, local tests
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU only; harmless
-        jax.distributed.initialize(fv["coordinator"].value, fv["num_processes"].value,
-                                   fv["process_id"].value)
-    elif mode == "on":
-        jax.distributed.initialize()  # TPU pods and SLURM/GKE: discovered automatically
+    cluster = initialize(fv["distributed"].value, fv["coordinator"].value,
+                         fv["num_processes"].value, fv["process_id"].value)
+    if cluster is not None:
+        import jax
+
+        if jax.process_index() == 0:
+            print(f"distributed: {cluster.detail}: {jax.process_count()} processes, "
+                  f"{jax.device_count()} devices", file=sys.stderr, flush=True)
 
 
 def cmd_train(argv: list[str]) -> int:
@@ -217,7 +216,9 @@ def cmd_train(argv: list[str]) -> int:
         flags.DEFINE_integer("cpu_devices", 0, "virtual CPU devices (testing meshes)",
                              flag_values=fv)
         flags.DEFINE_enum("distributed", "auto", ["auto", "on", "off"],
-                          "multi-host initialization", flag_values=fv)
+                          "multi-host initialization: auto joins a detected job (--coordinator, "
+                          "SLURM, Open MPI, TPU VM; genjax.cluster), on requires one",
+                          flag_values=fv)
         flags.DEFINE_string("coordinator", "", "host:port of process 0", flag_values=fv)
         flags.DEFINE_integer("num_processes", 1, "processes in the job", flag_values=fv)
         flags.DEFINE_integer("process_id", 0, "this process's index", flag_values=fv)

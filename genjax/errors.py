@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 def user_errors() -> tuple[type[Exception], ...]:
+    from genjax.cluster import ClusterError
     from genjax.config import ConfigError
     from genjax.data.sources import DataError
     from genjax.hooks.base import HookError
@@ -16,4 +17,5 @@ def user_errors() -> tuple[type[Exception], ...]:
     from genjax.train.trainer import WorkdirError
 
     return (ConfigError, DataError, MeshError, WorkdirError, ProbeError, StreamError,
-            CompileError, ResumeError, HookError, CheckpointError, FileNotFoundError)
+            CompileError, ResumeError, HookError, CheckpointError, ClusterError,
+            FileNotFoundError)

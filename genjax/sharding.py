@@ -44,16 +44,45 @@ def mesh_shape(mesh_cfg, num_devices: int) -> tuple[int, int, int]:
     return tuple(sizes)
 
 
+def num_slices(devices: Sequence[jax.Device]) -> int:
+    """How many slices (ICI islands, joined by the data-center network) hold `devices`."""
+    return len({getattr(d, "slice_index", 0) for d in devices})
+
+
 def make_mesh(mesh_cfg, devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """The (data, fsdp, tensor) mesh over `devices` (default: all), for training and for
+    `genjax compile` alike. Over several slices the data axis spans them (only data
+    parallelism crosses the slow network between slices): mesh.data must be a multiple of
+    the slice count, and fsdp x tensor are laid out inside each slice."""
     devices = list(jax.devices() if devices is None else devices)
     shape = mesh_shape(mesh_cfg, len(devices))
-    if len({getattr(d, "slice_index", 0) for d in devices}) > 1:  # multi-slice: keep order
-        return Mesh(np.asarray(devices).reshape(shape), MESH_AXES)
+    slices = num_slices(devices)
+    if slices > 1:
+        return _multislice_mesh(shape, slices, devices)
     try:
         auto = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)  # GSPMD propagation
         return jax.make_mesh(shape, MESH_AXES, axis_types=auto, devices=devices)
     except (ValueError, NotImplementedError):  # topologies make_mesh cannot tile
         return Mesh(np.asarray(devices).reshape(shape), MESH_AXES)
+
+
+def _multislice_mesh(shape: tuple[int, int, int], slices: int,
+                     devices: Sequence[jax.Device]) -> Mesh:
+    from jax.experimental import mesh_utils
+
+    data, fsdp, tensor = shape
+    if data % slices:
+        raise MeshError(f"with {slices} slices the data axis must span them, but mesh.data="
+                        f"{data} is not a multiple of {slices}; set --config.mesh.data={slices} "
+                        "(or a multiple) and let fsdp or tensor be -1")
+    try:
+        grid = mesh_utils.create_hybrid_device_mesh(
+            (data // slices, fsdp, tensor), (slices, 1, 1), devices,
+            allow_split_physical_axes=True)
+    except (ValueError, NotImplementedError, AssertionError) as e:
+        raise MeshError(f"cannot lay mesh data={data // slices} x fsdp={fsdp} x tensor="
+                        f"{tensor} over each of {slices} slices: {e}") from e
+    return Mesh(grid, MESH_AXES)
 
 
 def logical_to_spec(axes: Sequence[str | None], rules: Rules) -> PartitionSpec:

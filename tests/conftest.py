@@ -38,7 +38,8 @@ def tiny_hooks_config(tiny_config):
 @pytest.fixture(scope="session")
 def gcs(tmp_path_factory):
     """A Google Cloud Storage emulator (gcp-storage-emulator from PyPI, with the generation
-    preconditions tests/gcs_emulator.py adds) on loopback with the bucket `genjax-test`, and this process's environment pointed at it: tensorstore
+    preconditions tests/gcs_emulator.py adds) on loopback with the bucket `genjax-test`, and
+    this process's environment pointed at it: tensorstore
     (TENSORSTORE_GCS_HTTP_URL, read once per process, so set before any gs:// access) and
     gcsfs, which etils.epath and orbax use (STORAGE_EMULATOR_HOST). Yields the environment
     for subprocesses."""

@@ -72,3 +72,13 @@ def test_stream_overhead(tmp_path):
     rows = check_rows(out, stream_overhead.REQUIRED, ("step_ms", "stream_ms", "wall_ms"))
     assert len(rows) == 4  # two loads, each chunk-aligned only and with timed flushes
     assert [r["live"] for r in rows] == [False, True, False, True]
+
+
+def test_loader_throughput(tmp_path):
+    import loader_throughput
+
+    out = tmp_path / "loader.json"
+    loader_throughput.main(["--tokens", "200000", "--batch", "8", "--seq-len", "64",
+                            "--threads", "1,2", "--steps", "3", "--out", str(out)])
+    rows = check_rows(out, ("threads", "tok_s", "need_tok_s", "margin"), time_keys=("tok_s",))
+    assert [r["threads"] for r in rows] == [1, 2] and all(r["steps"] >= 8 for r in rows)

@@ -63,14 +63,19 @@ class Data:
         return {"inputs": tokens[:-1], "targets": tokens[1:], "loss_mask": row["loss_mask"],
                 "domain": row["domain"]}
 
-    def train_batches(self, global_batch: int, start_step: int = 0, process_index: int = 0,
-                      process_count: int = 1, prefetch: int = 4) -> grain.DatasetIterator:
-        """Iterator over this process's share of each global batch, from `start_step` on."""
-        if global_batch % process_count:
-            raise DataError(f"train.batch_size={global_batch} is not divisible by "
-                            f"{process_count} processes")
-        local = global_batch // process_count
-        ds = self.mixture(TRAIN).batch(local)[process_index::process_count][start_step:]
+    def train_batches(self, global_batch: int, start_step: int = 0,
+                      rows: tuple[int, int] | None = None,
+                      prefetch: int = 4) -> grain.DatasetIterator:
+        """Iterator over rows [start, stop) of each global batch (`rows`; default all), from
+        `start_step` on: row j of step s is row s * global_batch + j of the example stream,
+        whichever process reads it."""
+        start, stop = rows or (0, global_batch)
+        if not 0 <= start < stop <= global_batch:
+            raise DataError(f"rows {start}..{stop} are not inside a batch of {global_batch}")
+        local, mix = stop - start, self.mixture(TRAIN)
+        ds = (grain.MapDataset.range(_INFINITE)
+              .map(lambda k: mix[(k // local) * global_batch + start + k % local])
+              .batch(local)[start_step:])
         opts = grain.ReadOptions(num_threads=max(1, prefetch // 2), prefetch_buffer_size=prefetch)
         return iter(ds.to_iter_dataset(opts))
 

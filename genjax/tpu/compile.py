@@ -191,35 +191,6 @@ def topology_devices(topology: Topology) -> list:
     return devices
 
 
-def mesh_devices(config, topology: Topology, devices: Sequence) -> list:
-    """Devices in the order `genjax.sharding.make_mesh` needs: for several slices, the data
-    axis spans the slices (only data parallelism crosses the slow inter-slice network) and
-    fsdp x tensor stay inside one slice."""
-    from genjax.sharding import MeshError, mesh_shape
-
-    try:
-        data, fsdp, tensor = mesh_shape(config.mesh, len(devices))
-    except MeshError as e:
-        raise CompileError(f"the config's mesh does not fit {topology.describe()}, "
-                           f"{len(devices)} chips: {e}") from e
-    n = topology.num_slices
-    if n == 1:
-        return list(devices)
-    if data % n:
-        raise CompileError(f"with {n} slices the data axis must span them, but mesh.data="
-                           f"{data} is not a multiple of {n}; set --config.mesh.data={n} "
-                           f"(or a multiple) and let fsdp or tensor be -1")
-    from jax.experimental import mesh_utils
-
-    try:
-        grid = mesh_utils.create_hybrid_device_mesh(
-            (data // n, fsdp, tensor), (n, 1, 1), devices, allow_split_physical_axes=True)
-    except (ValueError, NotImplementedError) as e:
-        raise CompileError(f"cannot lay mesh data={data // n} x fsdp={fsdp} x tensor={tensor} "
-                           f"over each slice of {topology.describe()}: {e}") from e
-    return list(grid.flat)
-
-
 # ------------------------------------------------------------------------------ measuring
 DEFAULT_KERNEL_EFFICIENCY = 0.5  # assumed fraction of peak for Pallas kernels: not a measurement
 
@@ -608,14 +579,14 @@ def compile_report(config, topology: Topology, hooks: Sequence[Any] | None = Non
     from genjax.sharding import MeshError
     from genjax.train.trainer import TrainProgram
 
-    devices = mesh_devices(config, topology, topology_devices(topology))
+    devices = topology_devices(topology)
     gen = topology.generation
 
     def program(**kwargs) -> TrainProgram:
         try:
             return TrainProgram(config, devices=devices, **kwargs)
         except MeshError as e:
-            raise CompileError(f"{topology.describe()}: {e}") from e
+            raise CompileError(f"{topology.describe()}, {topology.chips} chips: {e}") from e
 
     with_hooks = program(hooks=hooks)
     state = with_hooks.abstract_args()[0]

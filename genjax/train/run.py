@@ -51,6 +51,7 @@ def run_training(config: ConfigDict, workdir: str | os.PathLike,
         sinks.append(TensorStoreSink(path, config.stream.chunk_steps, config.stream.overwrite,
                                      flush_every_s=config.stream.flush_every_s,
                                      fsync=config.stream.fsync))
+
     if jax.process_index() == 0 and config.stream.tensorboard:
         sinks.append(TensorBoardSink(str(paths.as_path(workdir) / "tensorboard")))
     if jax.process_index() == 0 and config.stream.wandb_project:
@@ -62,6 +63,10 @@ def run_training(config: ConfigDict, workdir: str | os.PathLike,
     if os.environ.get(TEST_SIGNAL_ENV):
         sinks.append(SignalAtStep(os.environ[TEST_SIGNAL_ENV]))
     trainer = Trainer(config, workdir, sinks=sinks)
+    for sink in sinks:
+        if isinstance(sink, TensorStoreSink):  # the one writer (process 0)
+            print(f"metrics: {sink.url} (written by process 0 of {jax.process_count()})",
+                  file=sys.stderr, flush=True)
     try:
         result = trainer.run(stop_after=stop_after)
     except Interrupted as e:  # the signal's one line is printed already

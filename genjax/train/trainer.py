@@ -27,7 +27,7 @@ from genjax import paths
 from genjax import sharding as shd
 from genjax.analysis.spikes import SPIKE_SCHEMA, WATCHED, SpikeDetector
 from genjax.config import ConfigDict, validate
-from genjax.data import Data, build_data
+from genjax.data import Data, DataError, build_data
 from genjax.hooks.base import Hook, MetricSpec, check_capabilities
 from genjax.hooks.layers import layer_labels
 from genjax.hooks.monitor import Monitor
@@ -218,10 +218,43 @@ class TrainProgram:
         """Eval data onto the devices once; it stays there for the whole run."""
         return self.monitor.place()
 
+    def local_rows(self) -> tuple[int, int]:
+        """The rows [start, stop) of each global batch that this process's devices hold (all
+        of them when the batch axes do not split across processes: replicas read the same
+        rows)."""
+        b, t = self.config.train.batch_size, self.config.train.seq_len
+        held = {(s[0].start or 0, b if s[0].stop is None else s[0].stop) for s in
+                self.batch_shardings["inputs"].addressable_devices_indices_map((b, t)).values()}
+        start, stop = min(a for a, _ in held), max(z for _, z in held)
+        if sum(z - a for a, z in held) != stop - start:
+            raise shd.MeshError(f"process {jax.process_index()} holds batch rows "
+                                f"{sorted(held)}, not one contiguous range; order the mesh "
+                                "so that each process's devices hold neighbouring batch shards")
+        return start, stop
+
     def global_batch(self, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
-        """This process's rows of the batch as global arrays, all in one transfer."""
+        """This process's rows of the batch (`local_rows`) as global arrays, in one transfer."""
+        b = self.config.train.batch_size
         return jax.make_array_from_process_local_data(
-            {k: self.batch_shardings[k] for k in local}, local)
+            {k: self.batch_shardings[k] for k in local}, local,
+            {k: (b, *v.shape[1:]) for k, v in local.items()})
+
+
+def check_replica_rows(rows: np.ndarray, digests: np.ndarray, global_batch: int) -> None:
+    """Every process's [start, stop) rows (`rows`, [P, 2]) and a digest of the rows it read
+    (`digests`, [P]): the ranges must cover the batch, and processes holding replicas of a
+    batch shard (the same range) must have read identical rows."""
+    covered = np.zeros(global_batch, bool)
+    for start, stop in rows:
+        covered[start:stop] = True
+        same = np.flatnonzero((rows == (start, stop)).all(axis=1))
+        if len(set(digests[same].tolist())) > 1:
+            raise DataError(f"processes {same.tolist()} hold replicas of batch rows {start}.."
+                            f"{stop - 1} but read different rows (digests "
+                            f"{digests[same].tolist()}); every host must see the same data "
+                            "config and files")
+    if not covered.all():
+        raise DataError(f"no process reads batch rows {np.flatnonzero(~covered).tolist()[:8]}")
 
 
 class Trainer:
@@ -329,9 +362,9 @@ class Trainer:
             if sink.warning:
                 progress.message(f"warning: {sink.warning}")
         self._prime_spikes(start)
+        rows = self.program.local_rows()
         batches = self.data.train_batches(cfg.train.batch_size, start + cfg.data.order_offset,
-                                          jax.process_index(), jax.process_count(),
-                                          cfg.data.prefetch)
+                                          rows, cfg.data.prefetch)
         losses: dict[int, float] = {}
         pending: tuple[int, Any] | None = None
         vote = None  # several processes: the stop flags reduced on device, read one step late
@@ -339,7 +372,10 @@ class Trainer:
         try:
             for step in range(start, end):
                 signals.in_flight = step + 1
-                batch = self.program.global_batch(next(batches))
+                local = next(batches)
+                if step == start and jax.process_count() > 1:
+                    self._check_replicas(rows, local)
+                batch = self.program.global_batch(local)
                 state, metrics = self.program.step_fn(state, batch, self.hook_data)
                 previous, pending = pending, (step, metrics)
                 if previous is not None:  # fetch step t-1 only after step t is dispatched
@@ -406,6 +442,18 @@ class Trainer:
 
             gap = int(multihost_utils.broadcast_one_to_all(np.int64(gap)))
         return None if gap < 0 else gap
+
+    def _check_replicas(self, rows: tuple[int, int], local: dict[str, np.ndarray]) -> None:
+        """Once, at the first step: all processes compare which rows they read (one sync)."""
+        import zlib
+
+        from jax.experimental import multihost_utils
+
+        digest = zlib.crc32(b"".join(np.ascontiguousarray(local[k]).tobytes()
+                                     for k in sorted(local)))
+        table = np.asarray(multihost_utils.process_allgather(
+            np.asarray([rows[0], rows[1], digest], np.int64)))
+        check_replica_rows(table[:, :2], table[:, 2], self.config.train.batch_size)
 
     def _stop_vote(self, signum: int, vote: Any) -> tuple[int, Any]:
         """(the signal every process agrees to stop on, or 0; the vote now in flight).

@@ -49,7 +49,9 @@ def test_batches_are_the_same_for_every_process_count_and_resume(tiny_config, pr
     for start in (0, 7):
         whole = [data.train_batch(s, B) for s in range(start, start + 5)]
         for procs in (1, 2, 4):
-            its = [data.train_batches(B, start, p, procs) for p in range(procs)]
+            local = B // procs
+            its = [data.train_batches(B, start, (p * local, (p + 1) * local))
+                   for p in range(procs)]
             for s, expect in zip(range(start, start + 5), whole):
                 parts = [next(it) for it in its]
                 for key in expect:

@@ -23,6 +23,7 @@ from genjax import cli
 from genjax.config import load
 from genjax.hooks.base import MetricSpec
 from genjax.model import ModelConfig
+from genjax.sharding import MeshError, make_mesh
 from genjax.tpu import compile as tc
 from genjax.train.trainer import TrainProgram
 
@@ -174,13 +175,13 @@ def test_multislice_data_axis_spans_slices():
     config = tiny()
     config.mesh.update(data=2, fsdp=-1, tensor=1)
     topo = tc.parse_topology("v5e:2x2", num_slices=2)
-    devices = tc.mesh_devices(config, topo, tc.topology_devices(topo))
-    mesh = TrainProgram(config, devices=devices, hooks=[]).mesh
+    devices = tc.topology_devices(topo)
+    mesh = TrainProgram(config, devices=devices, hooks=[]).mesh  # what training builds too
     assert dict(mesh.shape) == {"data": 2, "fsdp": 4, "tensor": 1}
     assert [{d.slice_index for d in row.flat} for row in mesh.devices] == [{0}, {1}]
     config.mesh.update(data=1, fsdp=-1)
-    with pytest.raises(tc.CompileError, match="data axis must span"):
-        tc.mesh_devices(config, topo, devices)
+    with pytest.raises(MeshError, match="data axis must span"):
+        make_mesh(config.mesh, devices)
 
 
 @needs_libtpu
@@ -189,8 +190,7 @@ def test_multislice_mesh_of_larger_slices():
     config.mesh.update(data=2, fsdp=-1, tensor=1)
     config.train.batch_size = 16  # 2 slices x 8 chips
     topo = tc.parse_topology("v5e:2x4", num_slices=2)
-    devices = tc.mesh_devices(config, topo, tc.topology_devices(topo))
-    mesh = TrainProgram(config, devices=devices, hooks=[]).mesh
+    mesh = TrainProgram(config, devices=tc.topology_devices(topo), hooks=[]).mesh
     assert [{d.slice_index for d in row.flat} for row in mesh.devices] == [{0}, {1}]
 
 
