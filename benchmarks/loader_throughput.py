@@ -8,6 +8,11 @@ batches of B x (T+1) tokens after one warm-up batch. The page cache holds the sh
 first pass, as it would the hot part of a local SSD; a bucket is slower and is not measured
 here. Each count is timed from the iterator's creation through `--steps` batches (at least 4x
 its prefetch buffer), so batches prefetched before the clock starts cannot inflate it.
+Why flat token files rather than ArrayRecord: `bare_*` rows read the same random rows of
+B x (T+1) tokens through a bare grain pipeline (shuffle, read, batch) from the flat shards
+(memory-mapped slices) and from an ArrayRecord file of one record per row (grain's
+ArrayRecordDataSource, group_size 1 for random access); ArrayRecord also fixes T when the data
+is prepared, flat tokens let any run choose its sequence length.
 `need_tok_s` is what the llama_1b step on v5p-8 consumes (batch 256 x 2048 on one 4-chip host
 in 3.39 s, estimated by `genjax compile`, benchmarks/TPU_ESTIMATES.md): 154,700 tokens/s per
 host; `margin` is the measured rate over it (the target is >= 10).
@@ -17,6 +22,7 @@ host; `margin` is the measured rate over it (the target is >= 10).
 
 from __future__ import annotations
 
+import itertools
 import json
 import pathlib
 import sys
@@ -34,7 +40,7 @@ from genjax.data.tokenizers import ByteTokenizer
 
 V5P8_STEP_S = 3.39  # llama_1b on v5p-8, hooks off (benchmarks/TPU_ESTIMATES.md)
 NEED_TOK_S = 256 * 2048 / V5P8_STEP_S
-COLUMNS = (("threads", "reader threads", "d"), ("batch", "batch", "d"),
+COLUMNS = (("format", "format", "s"), ("threads", "reader threads", "d"), ("batch", "batch", "d"),
            ("seq_len", "seq", "d"), ("tok_s", "tokens/s", ",.0f"),
            ("need_tok_s", "1B on v5p needs", ",.0f"), ("margin", "margin", ".1f"))
 
@@ -69,6 +75,56 @@ def measure(path: str, threads: int, batch: int, seq_len: int, steps: int) -> fl
     return steps * batch * (seq_len + 1) / (time.perf_counter() - t0)
 
 
+def bare(source, rows: int, threads: int, batch: int, steps: int) -> float:
+    """tokens/s of a bare grain pipeline over `source` (random access, `rows` rows)."""
+    import grain
+
+    ds = grain.MapDataset.source(source).shuffle(seed=0).repeat().batch(batch)
+    opts = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * threads)
+    t0 = time.perf_counter()
+    it, tokens = iter(ds.to_iter_dataset(opts)), 0
+    for _ in range(steps):
+        tokens += next(it).size
+    return tokens / (time.perf_counter() - t0)
+
+
+class FlatRows:
+    """Row i of a flat uint16 token file, memory-mapped (what PreparedDomain reads)."""
+
+    def __init__(self, path: pathlib.Path, row_tokens: int):
+        self.tokens, self.n = np.memmap(path, "<u2", "r"), row_tokens
+
+    def __len__(self) -> int:
+        return len(self.tokens) // self.n
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return np.asarray(self.tokens[i * self.n:(i + 1) * self.n], np.int32)
+
+
+class RecordRows:
+    """Row i of an ArrayRecord file of one uint16 row per record."""
+
+    def __init__(self, path: pathlib.Path):
+        import grain
+
+        self.source = grain.sources.ArrayRecordDataSource([str(path)])
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return np.frombuffer(self.source[i], "<u2").astype(np.int32)
+
+
+def write_records(flat: pathlib.Path, out: pathlib.Path, row_tokens: int) -> None:
+    from array_record.python.array_record_module import ArrayRecordWriter
+
+    tokens, writer = np.memmap(flat, "<u2", "r"), ArrayRecordWriter(str(out), "group_size:1")
+    for i in range(len(tokens) // row_tokens):
+        writer.write(np.asarray(tokens[i * row_tokens:(i + 1) * row_tokens]).tobytes())
+    writer.close()
+
+
 def main(argv: Sequence[str] | None = None) -> list[common.Row]:
     p = common.parser(__doc__.split("\n\n")[0])
     p.add_argument("--tokens", type=int, help="training tokens in the synthetic dataset")
@@ -87,9 +143,24 @@ def main(argv: Sequence[str] | None = None) -> list[common.Row]:
         for threads in [int(t) for t in args.threads.split(",")]:
             n = max(steps, 8 * threads)  # >= 4x the prefetch buffer of 2 x threads
             tok_s = measure(tmp, threads, args.batch, args.seq_len, n)
-            out.append({"table": "loader", "variant": f"threads_{threads}", "threads": threads,
+            out.append({"table": "loader", "variant": f"pipeline_{threads}",
+                        "format": "flat (genjax pipeline)", "threads": threads,
                         "batch": args.batch, "seq_len": args.seq_len, "steps": n,
                         "tokens": tokens, "tok_s": tok_s, "need_tok_s": NEED_TOK_S,
+                        "margin": tok_s / NEED_TOK_S, **info})
+        root, row = pathlib.Path(tmp), args.seq_len + 1
+        first = root / "train-00000-0000.bin"
+        write_records(first, root / "rows.array_record", row)
+        sources = {"flat (bare grain)": FlatRows(first, row),
+                   "array_record (bare grain)": RecordRows(root / "rows.array_record")}
+        for (name, source), threads in itertools.product(
+                sources.items(), [int(t) for t in args.threads.split(",")]):
+            n = max(steps, 8 * threads)
+            tok_s = bare(source, len(source), threads, args.batch, n)
+            out.append({"table": "loader", "variant": f"bare_{name.split()[0]}_{threads}",
+                        "format": name, "threads": threads, "batch": args.batch,
+                        "seq_len": args.seq_len, "steps": n, "tokens": len(source) * row,
+                        "tok_s": tok_s, "need_tok_s": NEED_TOK_S,
                         "margin": tok_s / NEED_TOK_S, **info})
     common.print_table(out, COLUMNS, "prepared-data loader, one host")
     common.write_rows(args.out, out)

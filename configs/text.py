@@ -4,7 +4,10 @@
         --config.data.files='corpus/*.txt,extra/code.jsonl'
 
 `.txt`: one document per line; `.jsonl`: one JSON object per line with a `text` field
-(`data.text_field`). Documents are split into train and held-out by a hash of their text.
+(`data.text_field`); `.parquet`: a `text` column. Documents are split into train and held-out
+by a hash of their text; files are mixed by their training token counts. Each file is read
+whole into memory: for a real corpus, tokenize it once with `genjax data prepare` and use
+configs/prepared.py.
 Byte-level tokenizer by default; `--config.data.tokenizer=sentencepiece
 --config.data.sentencepiece_model=PATH.model` for a local sentencepiece model (then raise
 `model.vocab_size` to at least its vocabulary).

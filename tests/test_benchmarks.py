@@ -81,4 +81,7 @@ def test_loader_throughput(tmp_path):
     loader_throughput.main(["--tokens", "200000", "--batch", "8", "--seq-len", "64",
                             "--threads", "1,2", "--steps", "3", "--out", str(out)])
     rows = check_rows(out, ("threads", "tok_s", "need_tok_s", "margin"), time_keys=("tok_s",))
-    assert [r["threads"] for r in rows] == [1, 2] and all(r["steps"] >= 8 for r in rows)
+    assert [(r["format"].split()[0], r["threads"]) for r in rows] == [
+        ("flat", 1), ("flat", 2), ("flat", 1), ("flat", 2), ("array_record", 1),
+        ("array_record", 2)]
+    assert all(r["steps"] >= 8 * r["threads"] for r in rows)

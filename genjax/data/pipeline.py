@@ -135,8 +135,10 @@ def stack(rows: list[dict]) -> dict[str, np.ndarray]:
 def build_data(config) -> Data:
     """Domains from `config.data.domains`, one text domain per file in `data.files` and one per
     dataset in `data.prepared`.
-    Weights default to 1.0; prepared datasets without one share theirs by training token
-    count (together as much as one 1.0 domain each: their mean weight is 1.0)."""
+    Weights default to 1.0, except for data from files (text and prepared domains): those
+    without a weight share theirs by training token count, together as much as one 1.0
+    domain each (their mean weight is 1.0), so a big file is not drawn as often as a small
+    one."""
     try:
         tokenizer = make_tokenizer(config.data)
     except ValueError as e:
@@ -167,8 +169,9 @@ def build_data(config) -> Data:
         if kind not in KINDS:
             raise DataError(f"data.domains.{name}.kind must be one of {sorted(KINDS)}, "
                             f"got {kind!r}")
-        weight = float(spec.pop("weight", 0.0 if kind == "prepared" else 1.0))
-        if weight <= 0 and not (kind == "prepared" and weight == 0.0):
+        by_size = kind in ("text", "prepared") and "weight" not in spec
+        weight = 0.0 if by_size else float(spec.pop("weight", 1.0))
+        if weight <= 0 and not by_size:
             raise DataError(f"data.domains.{name}.weight must be positive")
         try:
             domains.append(KINDS[kind](name, domain_id, tokenizer, config.train.seq_len,
@@ -181,7 +184,7 @@ def build_data(config) -> Data:
             raise DataError(f"data.domains.{name}: {spec['path']} was tokenized with a "
                             f"vocabulary of {made_with['vocab_size']}, more than "
                             f"model.vocab_size={config.model.vocab_size}")
-    by_tokens = [i for i, (d, w) in enumerate(zip(domains, weights)) if w == 0.0]
+    by_tokens = [i for i, w in enumerate(weights) if w == 0.0]
     total = sum(domains[i].train_tokens for i in by_tokens)
     for i in by_tokens:
         weights[i] = len(by_tokens) * domains[i].train_tokens / total

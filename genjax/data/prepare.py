@@ -10,7 +10,6 @@ parquet row; empty ones are skipped.
 
 from __future__ import annotations
 
-import glob as globlib
 import json
 import sys
 import time
@@ -20,77 +19,11 @@ import numpy as np
 
 from genjax import paths
 from genjax.data.shards import FORMAT, MANIFEST, read_manifest, token_dtype
-from genjax.data.sources import DataError, is_heldout
+from genjax.data.sources import DataError, documents, expand_files, is_heldout
 from genjax.data.tokenizers import Tokenizer
 
 SUFFIXES = (".txt", ".jsonl", ".parquet")
 BATCH_DOCUMENTS = 256  # documents tokenized together (the Rust tokenizer's threads)
-
-
-def expand_inputs(patterns: Sequence[str]) -> list[paths.Path]:
-    """Paths or globs (local or gs://) -> the files they name, sorted, each once."""
-    out: list[paths.Path] = []
-    for pattern in patterns:
-        if globlib.has_magic(pattern):
-            root, rest = _split_glob(pattern)
-            matches = sorted(paths.as_path(root).glob(rest), key=str)
-        else:
-            matches = [paths.as_path(pattern)]
-        if not matches:
-            raise DataError(f"input pattern matches no file: {pattern}")
-        for m in matches:
-            try:
-                exists = m.is_file()
-            except Exception as e:  # noqa: BLE001 - a bucket nobody can read, say
-                raise DataError(f"cannot read input {m}: {type(e).__name__}: {e}") from None
-            if not exists:
-                raise DataError(f"input file not found: {m}")
-            if m.suffix not in SUFFIXES:
-                raise DataError(f"input {m}: unknown file type (expected {', '.join(SUFFIXES)})")
-            if str(m) not in {str(p) for p in out}:
-                out.append(m)
-    return out
-
-
-def _split_glob(pattern: str) -> tuple[str, str]:
-    """'gs://b/dir/*/x.jsonl' -> ('gs://b/dir', '*/x.jsonl'): the directory above the first
-    wildcard, and the pattern below it."""
-    first = min(i for i, c in enumerate(pattern) if c in "*?[")
-    cut = pattern.rfind("/", 0, first)
-    return (pattern[:cut], pattern[cut + 1:]) if cut >= 0 else (".", pattern)
-
-
-def documents(path: paths.Path, text_field: str = "text") -> Iterator[str]:
-    """The documents of one input file, in order."""
-    if path.suffix == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise DataError(f"{path}: reading parquet needs pyarrow (pip install -e "
-                            "'.[parquet]')") from None
-        with path.open("rb") as f:
-            table = pq.ParquetFile(f)
-            if text_field not in table.schema_arrow.names:
-                raise DataError(f"{path}: no column '{text_field}' (columns: "
-                                f"{', '.join(table.schema_arrow.names)})")
-            for batch in table.iter_batches(columns=[text_field], batch_size=1024):
-                yield from (t for t in batch.column(0).to_pylist() if t)
-        return
-    with path.open("r") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            if path.suffix != ".jsonl":
-                yield line.rstrip("\n")
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get(text_field), str):
-                raise DataError(f"{path}:{lineno}: row has no string field '{text_field}'")
-            if row[text_field]:
-                yield row[text_field]
 
 
 def _batches(docs: Iterator[str], size: int) -> Iterator[list[str]]:
@@ -132,7 +65,10 @@ def prepare(inputs: Sequence[str], out: str, tokenizer: Tokenizer, *,
             shard_tokens: int = 2**27, progress: bool = True) -> dict:
     """Tokenizes `inputs` into the dataset at `out`; returns its manifest. Resumes a dataset
     that an earlier call with the same inputs and settings left incomplete."""
-    files = expand_inputs(inputs)
+    files = expand_files(inputs, what="input file", where="input")
+    for f in files:
+        if f.suffix not in SUFFIXES:
+            raise DataError(f"input {f}: unknown file type (expected {', '.join(SUFFIXES)})")
     root = paths.as_path(out)
     settings = {"format": FORMAT, "tokenizer": tokenizer.identity(),
                 "dtype": token_dtype(tokenizer.vocab_size).str, "eos_id": tokenizer.eos_id,

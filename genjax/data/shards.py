@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import bisect
 import json
-import threading
 
 import numpy as np
 
@@ -58,12 +57,14 @@ def read_manifest(path: str) -> dict:
 
 
 class _Shard:
-    """One token file, opened on first read: np.memmap locally, ranged reads in a bucket."""
+    """One token file: memory-mapped on first read locally; in a bucket, each read is one
+    ranged GET of exactly its bytes (fsspec's `cat_file`: no open, no read-ahead block, safe
+    from grain's reader threads)."""
 
     def __init__(self, path: paths.Path, tokens: int, dtype: np.dtype):
         self.path, self.tokens, self.dtype = path, tokens, dtype
         self._array: np.ndarray | None = None
-        self._lock = threading.Lock()
+        self._remote = None  # (fsspec filesystem, path) on first remote read
 
     def check(self) -> None:
         try:
@@ -79,10 +80,13 @@ class _Shard:
             if self._array is None:
                 self._array = np.memmap(self.path, self.dtype, "r", shape=(self.tokens,))
             return np.asarray(self._array[start:stop])
-        with self._lock, self.path.open("rb") as f:  # one ranged GET per row read
-            f.seek(start * self.dtype.itemsize)
-            raw = f.read((stop - start) * self.dtype.itemsize)
-        return np.frombuffer(raw, self.dtype)
+        if self._remote is None:
+            import fsspec
+
+            self._remote = fsspec.core.url_to_fs(str(self.path))
+        fs, path = self._remote
+        size = self.dtype.itemsize
+        return np.frombuffer(fs.cat_file(path, start * size, stop * size), self.dtype)
 
 
 class PreparedDomain:

@@ -16,12 +16,12 @@ import dataclasses
 import glob
 import hashlib
 import json
-import pathlib
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
+from genjax import paths
 from genjax.data.tokenizers import Tokenizer
 
 TRAIN, HELDOUT = 0, 1
@@ -315,7 +315,9 @@ class TextDomain:
                  heldout_fraction: float, seed: int, path: str = "", text_field: str = "text"):
         self.name, self.domain_id, self.seq_len, self.seed = name, domain_id, seq_len, seed
         self.tokenizer = tokenizer
-        docs = read_documents(path, text_field)
+        docs = list(documents(path, text_field))
+        if not docs:
+            raise DataError(f"data file is empty: {path}")
         streams: dict[int, list[int]] = {TRAIN: [], HELDOUT: []}
         self.documents, self.heldout_documents, self.moved_to_heldout = len(docs), 0, False
         for doc in docs:
@@ -329,6 +331,10 @@ class TextDomain:
         if not streams[TRAIN]:
             raise DataError(f"{path}: no training documents (file has {len(docs)} documents)")
         self.streams = {k: np.asarray(v, np.int32) for k, v in streams.items()}
+
+    @property
+    def train_tokens(self) -> int:
+        return len(self.streams[TRAIN])
 
     def num_rows(self, split: int) -> int:
         return max(1, len(self.streams[split]) // (self.seq_len + 1))
@@ -347,45 +353,71 @@ class TextDomain:
         return {}
 
 
-def read_documents(path: str, text_field: str = "text") -> list[str]:
-    p = pathlib.Path(path)
-    if not p.is_file():
-        raise DataError(f"data file not found: {path}")
-    docs = []
-    with p.open(encoding="utf-8") as f:
+def documents(path: str | paths.Path, text_field: str = "text") -> Iterator[str]:
+    """The documents of one file (local or gs://), in order: a line of a text file, the
+    `text_field` of a .jsonl row or of a .parquet row; empty ones are skipped."""
+    path = paths.as_path(path)
+    if path.suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise DataError(f"{path}: reading parquet needs pyarrow (pip install -e "
+                            "'.[parquet]')") from None
+        with path.open("rb") as f:
+            table = pq.ParquetFile(f)
+            if text_field not in table.schema_arrow.names:
+                raise DataError(f"{path}: no column '{text_field}' (columns: "
+                                f"{', '.join(table.schema_arrow.names)})")
+            for batch in table.iter_batches(columns=[text_field], batch_size=1024):
+                yield from (t for t in batch.column(0).to_pylist() if t)
+        return
+    with path.open("r") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            if p.suffix == ".jsonl":
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}:{lineno}: invalid JSON ({e.msg})") from e
-                if not isinstance(row, dict) or not isinstance(row.get(text_field), str):
-                    raise DataError(f"{path}:{lineno}: row has no string field '{text_field}'")
-                docs.append(row[text_field])
-            else:
-                docs.append(line.rstrip("\n"))
-    if not docs:
-        raise DataError(f"data file is empty: {path}")
-    return docs
+            if path.suffix != ".jsonl":
+                yield line.rstrip("\n")
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
+            if not isinstance(row, dict) or not isinstance(row.get(text_field), str):
+                raise DataError(f"{path}:{lineno}: row has no string field '{text_field}'")
+            if row[text_field]:
+                yield row[text_field]
+
+
+def expand_files(patterns: str | Sequence[str], what: str = "data file",
+                 where: str = "data.files") -> list[paths.Path]:
+    """Paths or globs, local or gs:// (a comma-separated string, or a list) -> the existing
+    files they name, in order, each once; DataError naming the first that is missing."""
+    if isinstance(patterns, str):
+        patterns = [p.strip() for p in patterns.split(",") if p.strip()]
+    out: list[paths.Path] = []
+    for pattern in patterns:
+        if glob.has_magic(pattern):
+            first = min(i for i, c in enumerate(pattern) if c in "*?[")
+            cut = pattern.rfind("/", 0, first)
+            root, rest = (pattern[:cut], pattern[cut + 1:]) if cut >= 0 else (".", pattern)
+            matches = sorted(paths.as_path(root).glob(rest), key=str)
+        else:
+            matches = [paths.as_path(pattern)]
+        if not matches:
+            raise DataError(f"{where} pattern matches no file: {pattern}")
+        for m in matches:
+            try:
+                exists = m.is_file()
+            except Exception as e:  # noqa: BLE001 - a bucket nobody can read, say
+                raise DataError(f"cannot read {m}: {type(e).__name__}: {e}") from None
+            if not exists:
+                raise DataError(f"{what} not found: {m}")
+            if str(m) not in {str(p) for p in out}:
+                out.append(m)
+    return out
 
 
 from genjax.data import shards, world  # noqa: E402  (they build on the names above)
 
 KINDS = {cls.kind: cls for cls in (ModularArithmetic, KVLookup, Grammar, TextDomain,
                                    shards.PreparedDomain, *world.DOMAINS)}
-
-
-def expand_files(files: str) -> list[pathlib.Path]:
-    """`data.files`: comma-separated paths or globs -> existing files (error if none match)."""
-    out = []
-    for pattern in [f.strip() for f in files.split(",") if f.strip()]:
-        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
-        if not matches:
-            raise DataError(f"data.files pattern matches no file: {pattern}")
-        for m in matches:
-            if not pathlib.Path(m).is_file():
-                raise DataError(f"data file not found: {m}")
-            out.append(pathlib.Path(m))
-    return out

@@ -69,6 +69,9 @@ class SentencePieceTokenizer:
     def encode(self, text: str) -> list[int]:
         return self._sp.encode(text)
 
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return self._sp.encode(texts)
+
     def token_bytes(self) -> np.ndarray:
         """[vocab] UTF-8 bytes of each piece ("\u2581" a space, byte pieces 1, control and
         unknown pieces 0), for bits per byte."""

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import pathlib
+import os
 import random
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genjax import paths
 from genjax.batching import EvalBatching
 from genjax.data.sources import ProbeItem
 from genjax.data.tokenizers import Tokenizer
@@ -50,7 +51,7 @@ class _Demo:
     demo_set: int
 
 
-def load_probe_file(path: str | pathlib.Path, family: str, shots: int = 0,
+def load_probe_file(path: str | os.PathLike, family: str, shots: int = 0,
                     sampling: str = "random", seeds: int = 1, joiner: str = "\n",
                     terminator: str = "", terminator_eos: bool = False,
                     note=None) -> list[ProbeItem]:
@@ -59,13 +60,13 @@ def load_probe_file(path: str | pathlib.Path, family: str, shots: int = 0,
     either, test rows whose answers are prefixes of each other are named in one warning
     (`note(text)`, default stderr). With `seeds` > 1 the items of one test row are replicates
     (the same `group`)."""
-    path = pathlib.Path(path)
+    path = paths.as_path(path)
     if not path.is_file():
         raise ProbeError(f"probe file not found: {path}")
     demos: list[_Demo] = []
     tests: list[tuple[str, str, str]] = []
     prefix_lines: list[int] = []
-    with path.open(encoding="utf-8") as f:
+    with path.open("r") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -133,7 +134,7 @@ def _require(row: dict, keys: tuple[str, ...], where: str) -> None:
 
 
 def _sample_demos(pool: list[_Demo], k: int, sampling: str, rng: random.Random,
-                  path: pathlib.Path) -> list[_Demo]:
+                  path: paths.Path) -> list[_Demo]:
     if k == 0:
         return []
     if sampling == "ordered":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from genjax import paths
 from genjax.batching import EvalBatching
 from genjax.data import Data
 from genjax.data.pipeline import heldout_summary
@@ -57,7 +58,7 @@ def _note(text: str) -> None:
 def _has_demo_rows(path: str) -> bool:
     """Whether a probe JSONL file has a `split: demo` row (malformed lines: the loader says)."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with paths.as_path(path).open("r") as f:
             for line in f:
                 try:
                     row = json.loads(line)

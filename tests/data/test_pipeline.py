@@ -1,5 +1,7 @@
 """Data: deterministic from the seed, held-out never trained on, per-process slices."""
 
+import hashlib
+
 import numpy as np
 import pytest
 
@@ -74,6 +76,16 @@ def test_text_files_become_domains(tiny_config, tmp_path):
             if len(doc) > 20:
                 assert doc not in train_text
     assert data.domains[0].num_rows(HELDOUT) >= 1
+    # mixed by training tokens (bytes + EOS of the documents hashed into training), mean 1.0
+    codes = [f"def f{i}(): return {i}" for i in range(30)]
+    held = lambda d: int.from_bytes(hashlib.blake2b(d.encode(), digest_size=8).digest(),
+                                    "little") / 2.0**64 < tiny_config.data.heldout_fraction
+    tokens = [sum(len(d.encode()) + 1 for d in ds if not held(d)) for ds in (docs, codes)]
+    np.testing.assert_allclose(data.weights, [2 * t / sum(tokens) for t in tokens], rtol=1e-12)
+    tiny_config.data.domains = {"web": {"kind": "text", "path": str(tmp_path / "web.txt"),
+                                        "weight": 3.0}}
+    tiny_config.data.files = str(tmp_path / "code.jsonl")
+    assert build_data(tiny_config).weights == [3.0, 1.0]  # explicit weight kept; one by size
 
 
 @pytest.mark.parametrize("content,message", [

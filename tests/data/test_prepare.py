@@ -4,17 +4,16 @@ independent hash, an interrupted run resumes to the same bytes, bad input is one
 import hashlib
 import json
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tokenizers
 
+from genjax import cli
 from genjax.data.prepare import prepare
 from genjax.data.shards import MANIFEST
 from genjax.data.sources import DataError
 from genjax.data.tokenizers import HuggingFaceTokenizer
-from tests.conftest import ROOT
 from tests.data.corpus import documents, train_tokenizer, write_inputs
 
 FRACTION = 0.2
@@ -95,14 +94,14 @@ def test_an_interrupted_prepare_resumes_to_the_same_bytes(corpus, tmp_path):
                 heldout_fraction=0.5, progress=False)
 
 
-def prepare_cli(*args):
-    return subprocess.run([sys.executable, "-m", "genjax.cli", "data", "prepare", *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
-
-
-def test_bad_input_is_one_line_and_writes_nothing(corpus, tmp_path):
+def test_bad_input_is_one_line_and_writes_nothing(corpus, tmp_path, capsys):
     root, _, inputs, tok_file = corpus
     out = tmp_path / "out"
+
+    def prepare_cli(*args):  # the command line, in this process: exit status and stderr
+        code = cli.main(["genjax", "data", "prepare", *args])
+        return subprocess.CompletedProcess(args, code, "", capsys.readouterr().err)
+
     cases = {
         "input file not found: ": [str(root / "missing.jsonl")],
         "input pattern matches no file: ": [str(root / "*.csv")],

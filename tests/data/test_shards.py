@@ -128,3 +128,25 @@ def test_broken_datasets_are_one_line_and_write_nothing(tiny_config, prepared, t
     with pytest.raises(DataError, match=f"prepared data shard missing: {victim}"):
         config_for(tiny_config, prepared).data.prepared = str(bad)
         build_data(tiny_config)
+
+
+
+def test_a_dataset_in_a_bucket_reads_like_a_local_one(tiny_config, prepared, gcs):
+    from genjax import paths
+
+    root, _, tok_file = prepared
+    for name in ("a.jsonl", "b.txt"):  # inputs in the bucket too, found by a gs:// glob
+        (paths.as_path("gs://genjax-test/raw") / name).write_bytes((root / name).read_bytes())
+    manifest = prepare(["gs://genjax-test/raw/*.jsonl", "gs://genjax-test/raw/b.txt"],
+                       "gs://genjax-test/tok/web", HuggingFaceTokenizer(tok_file),
+                       heldout_fraction=FRACTION, shard_tokens=2000, progress=False)
+    assert manifest["inputs"] == ["gs://genjax-test/raw/a.jsonl", "gs://genjax-test/raw/b.txt"]
+    local = build_data(config_for(tiny_config, prepared, names=("web",)))
+    tiny_config.data.prepared = "gs://genjax-test/tok/web"
+    remote = build_data(tiny_config)
+    for step in (0, 3, 11):
+        a, b = local.train_batch(step, 8), remote.train_batch(step, 8)
+        for key in a:
+            np.testing.assert_array_equal(b[key], a[key], err_msg=f"{key} step {step}")
+    np.testing.assert_array_equal(remote.heldout_rows(4)["inputs"],
+                                  local.heldout_rows(4)["inputs"])

@@ -28,24 +28,34 @@ def train(workdir, devices, *extra):
             "--config.train.steps=6", "--config.mesh.fsdp=2", *extra], env
 
 
+def processes(workdir, n: int, devices: int, *extra) -> list[str]:
+    """n processes x `devices` over loopback (explicit coordinator); their stderr."""
+    port, procs = free_port(), []
+    for pid in range(n):
+        cmd, env = train(workdir, devices, *extra, "--coordinator", f"localhost:{port}",
+                         "--num_processes", str(n), "--process_id", str(pid))
+        procs.append(subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    outs = [p.communicate(timeout=400) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    return [o[1] for o in outs]
+
+
+def same_metrics(a, b, steps: int = 6) -> None:
+    np.testing.assert_array_equal(b.steps, np.arange(steps))
+    assert set(a.metrics) == set(b.metrics)
+    for name, series in a.metrics.items():
+        np.testing.assert_allclose(b.metrics[name].values, series.values, rtol=0, atol=1e-5,
+                                   err_msg=name)
+
+
 def test_two_processes_match_one(tmp_path):
     cmd, env = train(tmp_path / "one", 8)
     single = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr
-    port = free_port()
-    procs = []
-    for pid in range(2):
-        cmd, env = train(tmp_path / "two", 4, "--coordinator", f"localhost:{port}",
-                         "--num_processes", "2", "--process_id", str(pid))
-        procs.append(subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True))
-    outs = [p.communicate(timeout=300) for p in procs]
-    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
-    a, b = read(tmp_path / "one" / "metrics"), read(tmp_path / "two" / "metrics")
-    np.testing.assert_array_equal(b.steps, np.arange(6))
-    np.testing.assert_allclose(b.metrics["train/loss"].values, a.metrics["train/loss"].values,
-                               atol=1e-5)
-    assert re.search(r"step +6/6", outs[0][1]) and not re.search(r"step +\d+/6", outs[1][1])
+    errs = processes(tmp_path / "two", 2, 4)
+    same_metrics(read(tmp_path / "one" / "metrics"), read(tmp_path / "two" / "metrics"))
+    assert re.search(r"step +6/6", errs[0]) and not re.search(r"step +\d+/6", errs[1])
 
 
 # ---------------------------------------------------------------- prepared data, every hook

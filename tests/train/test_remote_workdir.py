@@ -5,6 +5,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from genjax import paths
 from tests.conftest import ROOT
 from tests.train.test_faults import ONE_DEVICE, STEPS, assert_same_run, cli, run_cli
@@ -12,6 +14,7 @@ from tests.train.test_faults import ONE_DEVICE, STEPS, assert_same_run, cli, run
 BUCKET_RUN = "gs://genjax-test/runs/tiny"
 
 
+@pytest.mark.slow
 def test_gs_workdir_survives_sigkill_and_is_analyzed(gcs, tmp_path):
     ref = run_cli(tmp_path / "local")
     assert ref.returncode == 0, ref.stderr
