@@ -60,6 +60,17 @@ def detect(env: Mapping[str, str], chips: int, coordinator: str = "") -> Cluster
     return None
 
 
+def slurm_local_devices(env: Mapping[str, str]) -> list[int] | None:
+    """One SLURM task per node: every GPU of the node (SLURM_GPUS_ON_NODE). jax's own SLURM
+    detection gives each task the one GPU numbered by its SLURM_LOCALID (one task per GPU,
+    every GPU visible to every task); None keeps that."""
+    nodes = int(env.get("SLURM_STEP_NUM_NODES") or env.get("SLURM_NNODES") or 0)
+    gpus = int(env.get("SLURM_GPUS_ON_NODE") or 0)
+    if nodes and gpus and int(env.get("SLURM_NTASKS", 0)) == nodes:
+        return list(range(gpus))
+    return None
+
+
 def initialize(mode: str, coordinator: str = "", num_processes: int = 1,
                process_id: int = 0) -> Cluster | None:
     """Initializes `jax.distributed` as `mode` (auto | on | off) says; returns the cluster."""
@@ -77,6 +88,8 @@ def initialize(mode: str, coordinator: str = "", num_processes: int = 1,
     try:
         if cluster.kind == "coordinator":
             jax.distributed.initialize(coordinator, num_processes, process_id)
+        elif cluster.kind == "slurm":
+            jax.distributed.initialize(local_device_ids=slurm_local_devices(os.environ))
         else:  # jax's own cluster detection reads the same variables
             jax.distributed.initialize()
     except (RuntimeError, ValueError) as e:

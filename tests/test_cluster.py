@@ -1,6 +1,6 @@
 """genjax.cluster.detect: which multi-process job a process is in, from its environment."""
 
-from genjax.cluster import detect
+from genjax.cluster import detect, slurm_local_devices
 
 SLURM = {"SLURM_JOB_ID": "77", "SLURM_STEP_NODELIST": "node[1-4]", "SLURM_NTASKS": "4",
          "SLURM_PROCID": "2", "SLURM_LOCALID": "0"}
@@ -16,3 +16,12 @@ def test_detect():
     tpu = detect({"TPU_WORKER_HOSTNAMES": "a,b,c,d"}, chips=4)
     assert tpu.kind == "tpu" and "4 chips here, 4 hosts" in tpu.detail
     assert detect(SLURM, chips=4).kind == "slurm"  # SLURM on TPU hosts: SLURM's tasks
+
+
+def test_slurm_tasks_get_their_gpus():
+    per_node = {**SLURM, "SLURM_NTASKS": "2", "SLURM_STEP_NUM_NODES": "2",
+                "SLURM_GPUS_ON_NODE": "8"}
+    assert slurm_local_devices(per_node) == list(range(8))  # one task drives the node's 8
+    per_gpu = {**per_node, "SLURM_NTASKS": "16"}
+    assert slurm_local_devices(per_gpu) is None  # jax: task i takes GPU SLURM_LOCALID
+    assert slurm_local_devices({**per_node, "SLURM_GPUS_ON_NODE": ""}) is None  # CPU nodes
