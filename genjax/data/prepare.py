@@ -80,6 +80,8 @@ def prepare(inputs: Sequence[str], out: str, tokenizer: Tokenizer, *,
     root.mkdir(parents=True, exist_ok=True)
     dtype = np.dtype(settings["dtype"])
     bar = _Progress(len(files), enabled=progress)
+    encode = getattr(tokenizer, "encode_batch", None) or (
+        lambda texts: [tokenizer.encode(t) for t in texts])
     for index, file in enumerate(files):
         if str(file) in manifest["sources"]:
             bar.skip(manifest["sources"][str(file)])
@@ -88,8 +90,6 @@ def prepare(inputs: Sequence[str], out: str, tokenizer: Tokenizer, *,
                    for s in ("train", "heldout")}
         counts = {"documents": 0, "heldout_documents": 0, "tokens": 0, "heldout_tokens": 0,
                   "bytes": 0}
-        encode = getattr(tokenizer, "encode_batch", None) or (
-            lambda texts: [tokenizer.encode(t) for t in texts])
         for batch in _batches(documents(file, text_field), BATCH_DOCUMENTS):
             for doc, ids in zip(batch, encode(batch)):
                 held = is_heldout(doc, heldout_fraction)

@@ -102,7 +102,7 @@ class PreparedDomain:
         self.tokenizer = tokenizer
         self.manifest = read_manifest(path)
         made_with, ours = self.manifest["tokenizer"], tokenizer.identity()
-        if made_with["vocab_size"] > ours["vocab_size"] or made_with != ours:
+        if made_with != ours:
             raise DataError(f"domain '{name}': {path} was tokenized with {_describe(made_with)},"
                             f" but this run's tokenizer is {_describe(ours)} (set data.tokenizer"
                             " and data.tokenizer_file to the manifest's)")
