@@ -9,22 +9,21 @@ unordered pairs never trained on. AdamW at a constant lr 3e-3 with weight decay 
 makes the table generalize within the run), every hook on (gradient monitors every 10 steps).
 
 What it shows (`genjax analyze`, report.html's first screen). Measured on 2 CPU cores, seed 0,
-2026-12-03 (two runs, the same rows both times on this machine; 67-70 s of training alone,
-85-140 s with the analysis and another job on the machine):
-- a pattern-matching -> generalizing hop: arith/successive at step 118 (its margin from
-  -0.2 to +0.65 once the sum table is learned; arith/repeat moves the same way at ~112-128,
-  without a decided pattern-matching regime before it);
+2026-12-03 (67-70 s of training alone, 85-140 s with the analysis and another job on the
+machine; the rows were the same in every run here):
+- pattern-matching -> generalizing hops: arith/repeat at step 112 and arith/successive at 118,
+  once the sum table is learned;
 - a reverse hop: arith/flipped, generalizing from ~140 (accuracy 0.9), falls to pattern
-  matching at step 424 (accuracy 0.16 at 450, ~0.1 from 500 on): the flip is learned and the
-  context's labels win;
+  matching at step 408 (accuracy 0.16 at 450, ~0.1 from 500 on): the flip is learned and the
+  context's labels win (a run on 2026-12-02's machine placed it at 424 and withdrew
+  arith/repeat's hop);
 - mod's held-out gap opening and closing: train accuracy on the table rises first (0.30 vs
   0.07 held out over steps 200-250, 0.90 vs 0.51 over 300-350), the gap peaks at step 285
-  (1.31 nats, about half the held-out loss) and closes at 385; held-out accuracy 0.83-0.91
+  (1.31 nats, about half the held-out loss) and closes at 375-385; held-out accuracy 0.83-0.91
   from step 400 on, train 0.98.
-The online detector announces the hops while training (150-400 steps after them, its
-checks taking 5% of the wall time) and withdraws arith/repeat's at the end. Runs are
-not bit-reproducible across machines (XLA's CPU code changes float rounding): read every step
-here as approximate (tens of steps).
+The online detector announces the hops while training (60-350 steps after them, its checks
+taking 5% of the wall time). Runs are not bit-reproducible across machines (XLA's CPU code
+changes float rounding): read every step here as approximate (tens of steps).
 """
 
 from genjax.config import ConfigDict, base_config

@@ -414,7 +414,11 @@ def from_stored(stored: dict) -> ConfigDict:
 
 def load(path: str | pathlib.Path, check: bool = True) -> ConfigDict:
     """Imports a config file, calls its `get_config()` and (`check`) validates the result.
-    Any failure of the file itself is a ConfigError naming the file and line."""
+    Any failure of the file itself is a ConfigError naming the file and line. Config files are
+    Python modules, imported from local disk (a URL is refused, never read as a path)."""
+    if "://" in str(path):
+        raise ConfigError(f"config file {path}: config files are local Python files (copy it "
+                          "here first); workdirs and data can be gs:// URLs")
     path = pathlib.Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")

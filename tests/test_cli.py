@@ -75,6 +75,10 @@ def test_missing_config_file_is_one_line(tmp_path):
     assert r.returncode == 2
     assert r.stderr == "genjax train: error: config file not found: /nonexistent/c.py\n"
     assert not (tmp_path / "w").exists()
+    r = genjax("train", "--config", "gs://b/c.py", "--workdir", str(tmp_path / "w"))
+    assert r.returncode == 2 and r.stderr.startswith(
+        "genjax train: error: config file gs://b/c.py: config files are local Python files")
+    assert not (tmp_path / "w").exists() and not (ROOT / "gs:").exists()
 
 
 def test_unknown_override_is_one_clean_line(tmp_path):

@@ -30,13 +30,14 @@ import importlib.util
 import json
 import math
 import os
-import pathlib
 import re
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from genjax import paths
 
 GiB = 2**30
 
@@ -775,7 +776,7 @@ def compile_command(config, topology: str, num_slices: int = 1, out: str = "",
     report = compile_report(config, topo, kernel_efficiency=kernel_efficiency)
     print(format_report(report))
     if out:
-        path = pathlib.Path(out)
+        path = paths.as_path(out)  # local or gs://
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(report, indent=2) + "\n")
         print(f"report written to {path}")

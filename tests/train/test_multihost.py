@@ -49,6 +49,7 @@ def same_metrics(a, b, steps: int = 6) -> None:
                                    err_msg=name)
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(tmp_path):
     cmd, env = train(tmp_path / "one", 8)
     single = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
