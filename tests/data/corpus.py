@@ -37,3 +37,19 @@ def write_inputs(root, docs: list[str]) -> list[str]:
     (root / "b.txt").write_text("\n".join(docs[third:2 * third]) + "\n")
     pq.write_table(pa.table({"text": docs[2 * third:]}), root / "c.parquet")
     return [str(root / "a.jsonl"), str(root / "b.txt"), str(root / "c.parquet")]
+
+
+def prepare_two_datasets(root, n_docs: int, heldout_fraction: float) -> tuple[list[str], str]:
+    """`web` (the JSONL and text thirds of `n_docs` documents) and `code` (the parquet third)
+    prepared under root, with a tokenizer trained on them: (documents, tokenizer file)."""
+    from genjax.data.prepare import prepare
+    from genjax.data.tokenizers import HuggingFaceTokenizer
+
+    docs = documents(n_docs)
+    tok_file = train_tokenizer(root / "tok.json", docs)
+    inputs = write_inputs(root, docs)
+    tok = HuggingFaceTokenizer(tok_file)
+    for name, files in (("web", inputs[:2]), ("code", inputs[2:])):
+        prepare(files, str(root / name), tok, heldout_fraction=heldout_fraction,
+                shard_tokens=2000, progress=False)
+    return docs, tok_file

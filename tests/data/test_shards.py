@@ -15,7 +15,7 @@ from genjax.data import DataError, build_data
 from genjax.data.prepare import prepare
 from genjax.data.tokenizers import HuggingFaceTokenizer
 from tests.conftest import CONFIGS, ROOT
-from tests.data.corpus import documents, train_tokenizer, write_inputs
+from tests.data.corpus import prepare_two_datasets
 
 FRACTION = 0.2
 
@@ -24,13 +24,7 @@ FRACTION = 0.2
 def prepared(tmp_path_factory):
     """Two datasets (web: 600 documents, code: 300) and the tokenizer."""
     root = tmp_path_factory.mktemp("prepared")
-    docs = documents(900)
-    tok_file = train_tokenizer(root / "tok.json", docs)
-    inputs = write_inputs(root, docs)
-    tok = HuggingFaceTokenizer(tok_file)
-    for name, files in (("web", inputs[:2]), ("code", inputs[2:])):
-        prepare(files, str(root / name), tok, heldout_fraction=FRACTION, shard_tokens=2000,
-                progress=False)
+    docs, tok_file = prepare_two_datasets(root, 900, FRACTION)
     return root, docs, tok_file
 
 

@@ -86,18 +86,10 @@ def free_slurm_job_id() -> int:
 def prepared_run(tmp_path_factory):
     """Two prepared datasets, their tokenizer and a probe file; the overrides that train a
     small model on them with every built-in hook."""
-    from genjax.data.prepare import prepare
-    from genjax.data.tokenizers import HuggingFaceTokenizer
-    from tests.data.corpus import documents, train_tokenizer, write_inputs
+    from tests.data.corpus import prepare_two_datasets
 
     root = tmp_path_factory.mktemp("multihost_data")
-    docs = documents(600)
-    tok_file = train_tokenizer(root / "tok.json", docs)
-    inputs = write_inputs(root, docs)
-    tok = HuggingFaceTokenizer(tok_file)
-    for name, files in (("web", inputs[:2]), ("code", inputs[2:])):
-        prepare(files, str(root / name), tok, heldout_fraction=0.2, shard_tokens=2000,
-                progress=False)
+    _, tok_file = prepare_two_datasets(root, 600, 0.2)
     probes = root / "probes.jsonl"
     probes.write_text("".join(json.dumps({"prompt": f"the {a}", "correct_answer": " runs",
                                           "incorrect_answer": " red"}) + "\n"
