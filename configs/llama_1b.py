@@ -1,8 +1,8 @@
 """Llama-style ~1.1B-parameter LM (Llama-3.2-1B shape, smaller vocabulary) for a TPU slice.
 
 What it is for: the largest preset, sized for v5p-8, where `genjax compile --config
-configs/llama_1b.py --topology v5p-8` puts it at 75 of 95 GiB per chip. On v5e-16 the step
-needs 28.0 GiB per 16 GiB chip: raise train.grad_accum or use more chips. d_model 2048,
+configs/llama_1b.py --topology v5p-8` puts it at 34.4 of 95 GiB per chip with every hook
+(v5e-16: 10.6 of 16 GiB; v5e-256: 1.1 of 16; benchmarks/TPU_ESTIMATES.md). d_model 2048,
 16 layers, 32 query heads and 8 KV heads of width 64 (grouped-query attention), SwiGLU d_ff
 8192, untied 32768-token vocabulary, context 2048; bf16 compute, f32 params and optimizer
 state, remat per block. Everything else (FSDP over every chip, the four synthetic domains,

@@ -85,3 +85,34 @@ def test_loader_throughput(tmp_path):
         ("flat", 1), ("flat", 2), ("flat", 1), ("flat", 2), ("array_record", 1),
         ("array_record", 2)]
     assert all(r["steps"] >= 8 * r["threads"] for r in rows)
+
+
+def test_analysis_noise_recall_bound_is_the_exact_normal_probability():
+    """The Monte-Carlo recall bound equals the probability computed from the exact joint law
+    of the two segment means (a bivariate normal: AR(1) covariance phi^|i-j|), 4 s ramp and
+    step at phi 0.995, within three Monte-Carlo standard errors."""
+    import analysis_noise as an
+    import numpy as np
+    from scipy.stats import multivariate_normal
+
+    from genjax.analysis.regimes import DEFAULT_FLOOR
+
+    phi, size, draws = 0.995, 4, 4000
+    var = an.S**2 * (1 + 1 / an.ITEMS)  # drift plus the mean of the items' noise
+    i = np.arange(an.STEPS)
+    cov_TxT = var * phi ** np.abs(i[:, None] - i[None, :])
+    for ramp in (1, an.RAMP):
+        w = np.zeros((2, an.STEPS))  # the two segment means as weights over rows
+        w[0, :an.HOP_AT] = 1 / an.HOP_AT
+        w[1, an.HOP_AT + ramp - 1:] = 1 / (an.STEPS - an.HOP_AT - ramp + 1)
+        cov = w @ cov_TxT @ w.T
+        sd = np.sqrt(np.diag(cov))
+        half = size * an.S / 2
+        # decided on both sides: A < -max(z sd_A, floor) and B > max(z sd_B, floor)
+        lim = np.maximum(1.959964 * sd, DEFAULT_FLOOR)
+        mvn = multivariate_normal(mean=[-half, -half], cov=cov * [[1, -1], [-1, 1]])
+        exact = float(mvn.cdf([-lim[0], -lim[1]]))  # (A, -B) both below their limits
+        got = an.recall_bound(phi, size, ramp, draws=draws)
+        se = math.sqrt(exact * (1 - exact) / draws)
+        assert abs(got - exact) < 3 * se, (ramp, got, exact, se)
+        assert 0.8 < exact < 0.92, exact  # the README's 86-87%: below the 95% target
