@@ -92,6 +92,7 @@ def train_cli(workdir, *overrides):
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # 23 s: a subprocess per broken dataset
 def test_broken_datasets_are_one_line_and_write_nothing(tiny_config, prepared, tmp_path, gcs):
     root, _, tok_file = prepared
     import shutil

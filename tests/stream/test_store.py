@@ -24,6 +24,7 @@ def train_cmd(workdir, *extra):
             "--config.checkpoint.every=5", *extra]
 
 
+@pytest.mark.slow  # 14 s: a training process and a reader process
 def test_reader_in_another_process_sees_growth(tmp_path):
     proc = subprocess.Popen(train_cmd(tmp_path, "--config.train.steps=60",
                                       "--config.checkpoint.every=4"),

@@ -113,7 +113,7 @@ def expected_state_bytes(cfg: ModelConfig, shards: int) -> tuple[int, int]:
 
 
 @needs_libtpu
-@pytest.mark.parametrize("topology", ["v5e:2x2", "v5p:2x2x1"])
+@pytest.mark.parametrize("topology", ["v5e:2x2", pytest.param("v5p:2x2x1", marks=pytest.mark.slow)])
 def test_memory_matches_sharded_state(topology):
     config = tiny()
     report = tc.compile_report(config, tc.parse_topology(topology))
@@ -214,6 +214,7 @@ class ForwardHook:
 
 
 @needs_libtpu
+@pytest.mark.slow  # 16 s of TPU compiles
 def test_hook_share_matches_analytic_forward_flops():
     # Wide enough that matmuls dominate XLA's count (norms, softmax and RoPE are the rest):
     # measured 2% above the matmul + attention FLOPs at this size, 10% at d_model=32.
@@ -296,6 +297,7 @@ def test_unrolled_loops_counts_every_iteration():
 
 
 @needs_libtpu
+@pytest.mark.slow  # 29 s of TPU compiles
 def test_scanned_estimate_equals_unrolled_program():
     """The report of a scanned-layers step: memory from the scanned program, FLOPs, bytes and
     time from the same step unrolled, which equal those of the Python-loop step (no loops)."""

@@ -65,7 +65,7 @@ def reference(tmp_path_factory):
 # ------------------------------------------------------------------ signals (real processes)
 @pytest.mark.parametrize("signal_at, code, stop", [
     ("12:SIGTERM", 143, 14),  # row 12 arrives while step 13 runs: 13 finishes, saved at 14
-    ("12:SIGINT", 130, 14),
+    pytest.param("12:SIGINT", 130, 14, marks=pytest.mark.slow),  # SIGINT: also the next test
 ])
 def test_signal_stops_cleanly_then_resume_is_exact(reference, tmp_path, signal_at, code, stop):
     stopped = run_cli(tmp_path, signal_at)
@@ -98,7 +98,7 @@ def test_second_sigint_exits_at_once_and_nothing_is_corrupted(reference, tmp_pat
     assert_same_run(tmp_path / "metrics", reference)
 
 
-@pytest.mark.parametrize("kill_at, saved", [(3, []), (12, [5])])
+@pytest.mark.parametrize("kill_at, saved", [(3, []), pytest.param(12, [5], marks=pytest.mark.slow)])
 def test_sigkill_at_a_fixed_step_then_resume_is_exact(reference, tmp_path, kill_at, saved):
     """Before the first checkpoint (5) and after it; the store may be ahead of the checkpoint."""
     killed = run_cli(tmp_path, f"{kill_at}:SIGKILL")

@@ -48,6 +48,7 @@ def test_sweep_runs_points_resumes_and_compares(tmp_path, capsys, monkeypatch):
     assert capsys.readouterr().out.count("already finished") == 2
 
 
+@pytest.mark.slow  # 13 s
 def test_sweep_reports_a_failed_point(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
     monkeypatch.setenv("XLA_FLAGS", "")
