@@ -13,6 +13,7 @@ import contextlib
 import os
 import sys
 import tempfile
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -68,6 +69,8 @@ class Checkpointer:
         steps = sorted((s for s in self.all_steps() if at_most is None or s <= at_most),
                        reverse=True)
         failed: list[tuple[int, BaseException, bytes]] = []
+        if steps:
+            ignore_closed_loop_callbacks()  # before any restore can fail
         for step in steps:
             error = None
             with _captured_stderr() as captured:  # a failing restore floods stderr with
@@ -152,6 +155,34 @@ def _captured_stderr():
             os.close(saved)
             tmp.seek(0)
             captured.append(tmp.read())
+
+
+def _is_closed_loop_callback(unraisable: Any) -> bool:
+    """A callback into an asyncio loop that is already closed (`call_soon_threadsafe` raising
+    "Event loop is closed"): what the reads of a failed orbax restore report when they finish
+    after the restore gave up and closed its loop."""
+    exc = unraisable.exc_value
+    if not isinstance(exc, RuntimeError) or str(exc) != "Event loop is closed":
+        return False
+    frames = [f.name for f in traceback.extract_tb(unraisable.exc_traceback)]
+    return "call_soon_threadsafe" in frames
+
+
+def ignore_closed_loop_callbacks() -> None:
+    """Installs (once) a `sys.unraisablehook` that drops the closed-loop callbacks of a failed
+    restore and passes every other unraisable exception to the hook it replaces. Without it,
+    resuming past a damaged checkpoint prints dozens of asyncio tracebacks, some while the run
+    goes on."""
+    previous = sys.unraisablehook
+    if getattr(previous, "_genjax_closed_loop_filter", False):
+        return
+
+    def hook(unraisable):
+        if not _is_closed_loop_callback(unraisable):
+            previous(unraisable)
+
+    hook._genjax_closed_loop_filter = True
+    sys.unraisablehook = hook
 
 
 def _one_line(error: BaseException, limit: int = 300) -> str:

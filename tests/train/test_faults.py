@@ -261,6 +261,21 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path, capfd, w
     assert_same_run(tmp_path / "run" / "metrics", read(tmp_path / "ref" / "metrics"))
 
 
+@pytest.mark.slow  # two CLI runs
+def test_cli_resume_past_a_damaged_checkpoint_prints_one_warning_and_no_traceback(
+        reference, tmp_path):
+    """A failed restore's late asyncio callbacks ("Event loop is closed") printed dozens of
+    tracebacks after the capture around the restore, some during the resumed run."""
+    first = run_cli(tmp_path, "", "--stop_after=15")
+    assert first.returncode == 0, first.stderr
+    damage(tmp_path / "checkpoints" / "15", "array index")
+    resumed = run_cli(tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Traceback" not in resumed.stderr, resumed.stderr
+    assert resumed.stderr.count("cannot be restored") == 1, resumed.stderr
+    assert_same_run(tmp_path / "metrics", reference)
+
+
 def test_no_restorable_checkpoint_stops_and_moves_nothing(tmp_path):
     config = tiny(steps=5)
     trainer(config, tmp_path).run()
