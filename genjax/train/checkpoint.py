@@ -73,8 +73,8 @@ class Checkpointer:
             ignore_closed_loop_callbacks()  # before any restore can fail
         for step in steps:
             error = None
-            with _captured_stderr() as captured:  # a failing restore floods stderr with
-                try:                              # asyncio tracebacks: kept, not shown
+            with _captured_stderr() as captured:  # what a failing restore prints: kept
+                try:                              # for its .log, not shown
                     state, position = self.restore(abstract_state, step)
                 except Exception as e:  # noqa: BLE001 - orbax and tensorstore raise many kinds
                     error = e
