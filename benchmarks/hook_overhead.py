@@ -24,9 +24,9 @@ them, which spares it a forward pass: the comparison favours the alternatives.
 Per grid point: flop_bound = analytic eval-forward FLOPs / train-step FLOPs (~ eval tokens / (3
 train tokens)), eval_alone = f/a, and each variant's overhead t/a - 1. The attribution hook's
 bound is one forward and one backward over its held-out rows, 3x their forward FLOPs (/10 at
-every=10); the norms hook's is 0 (reductions only). Also: the probe hook's
-shared-prompt scoring ([prompt | correct | incorrect] in one row) against two separate
-teacher-forced passes of the same items, with prompts 4x longer than the continuations.
+every=10); the norms hook's is 0 (reductions only). Also: the held-out, memorization and
+probe rows in one fused forward pass (`hooks.fuse_passes`, the default) against one pass per
+hook, with the largest difference between their metrics.
 
     python benchmarks/hook_overhead.py --quick --out hook_overhead.json
 """
@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import random
-import string
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -46,10 +44,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genjax.data import Data, ProbeItem, build_data
-from genjax.data.tokenizers import ByteTokenizer
+from genjax.data import Data, build_data
 from genjax.hooks.base import StepContext, run_hooks
-from genjax.hooks.probes import encode_items, score_items
 from genjax.perf import forward_flops, train_step_flops
 from genjax.train.trainer import TrainProgram
 
@@ -68,8 +64,8 @@ class Point:
 QUICK_GRID = (Point("tiny", 3, 128), Point("quickstart", 3, 32), Point("quickstart", 9, 128))
 FULL_GRID = tuple(Point(s, d, n) for s in ("quickstart", "small", "medium") for d in (3, 9)
                   for n in (32, 128, 512))
-QUICK_PROBE = (("quickstart", 8),)  # (size, answer tokens)
-FULL_PROBE = tuple((s, a) for s in ("quickstart", "small") for a in (4, 8, 16, 32))
+QUICK_FUSION = ("quickstart",)  # model sizes of the pass-fusion comparison
+FULL_FUSION = ("quickstart", "small")
 
 
 def hook_config(point: Point, every: int = 1, batch_size: int = 16, seq_len: int = 64):
@@ -103,10 +99,12 @@ def gradient_config(point: Point, hook: str, every: int, batch_size: int = 16,
 
 
 def eval_forward_flops(program: TrainProgram) -> tuple[float, int]:
-    """(analytic forward FLOPs, tokens) of every hook's eval rows ("inputs" or "tokens")."""
+    """(analytic forward FLOPs, tokens) of every eval pass's rows, padding included."""
     flops, tokens = 0.0, 0
     for data in program.monitor.host_data:
-        rows = data.get("inputs", data.get("tokens")) if isinstance(data, dict) else None
+        if isinstance(data, dict) and "pass" in data:  # a fused pass
+            data = data["pass"]
+        rows = data.get("inputs") if isinstance(data, dict) else None
         if rows is not None:
             n, t = np.shape(rows)
             flops += forward_flops(program.model_cfg, n, t)
@@ -132,7 +130,7 @@ class Bench:
         self.batches = common.device_batches(self.bare, 4)
         self.hook_data = self.fused.place_hook_data()
         self.hook_data_n = self.every_n.place_hook_data()
-        hooks, apply_fn = self.fused.hooks, self.fused.apply_fn
+        hooks, apply_fn = self.fused.monitor.units, self.fused.apply_fn
         self.eval_fn = jax.jit(lambda params, data, ctx: run_hooks(hooks, params, apply_fn,
                                                                    data, ctx))
         zeros = jnp.zeros((config.train.batch_size, config.train.seq_len), jnp.float32)
@@ -341,64 +339,51 @@ GRADIENT_COLUMNS = (
 )
 
 
-# ------------------------------------------------------------------------- probe sharing
-def synthetic_items(n: int, prompt_chars: int, answer_chars: int, seed: int = 0):
-    """Random-letter probe items: byte tokens, so token counts equal character counts."""
-    rng = random.Random(seed)
-    word = lambda k: "".join(rng.choice(string.ascii_lowercase) for _ in range(k))
-    return [ProbeItem("synthetic", word(prompt_chars), word(answer_chars), word(answer_chars))
-            for _ in range(n)]
+# ------------------------------------------------------------------------- pass fusion
+def pass_fusion(size: str, items: int, rounds: int, steps: int, devices: Sequence[jax.Device],
+                info: dict[str, Any]) -> list[common.Row]:
+    """The held-out, memorization and probe rows in one forward pass against one pass per
+    hook: the eval alone (as f), the same params and train-batch context for both."""
+    config = hook_config(Point(size, 3, items))
+    data = build_data(config)
+    set_probe_items(config, data, items)
+    programs = {}
+    for name, fuse in (("fused_pass", True), ("pass_per_hook", False)):
+        config.hooks.fuse_passes = fuse
+        programs[name] = TrainProgram(config, data=data, devices=devices)
+    params = programs["fused_pass"].init_state().params
+    batch = common.device_batches(programs["fused_pass"], 1)[0]
+    zeros = jnp.zeros(batch["loss_mask"].shape, jnp.float32)
+    ctx = StepContext(step=jnp.int32(0), token_loss_BxT=zeros, token_correct_BxT=zeros,
+                      loss_mask_BxT=batch["loss_mask"], domain_B=batch["domain"])
+    fns, outs = {}, {}
+    for name, program in programs.items():
+        data_on_device, monitor = program.place_hook_data(), program.monitor
+        fn = jax.jit(lambda p, d, c, m=monitor, a=program.apply_fn: m(p, a, d, c))
+        fns[name] = lambda n, fn=fn, d=data_on_device: [fn(params, d, ctx) for _ in range(n)][-1]
+        outs[name] = jax.device_get(fn(params, data_on_device, ctx))
+    diff = max(float(np.nanmax(np.abs(np.asarray(outs["fused_pass"][k]) -
+                                      np.asarray(outs["pass_per_hook"][k])), initial=0.0))
+               for k in outs["fused_pass"])
+    samples = common.interleaved(fns, rounds, steps)
+    (fused_flops, fused_tokens), (per_hook_flops, per_hook_tokens) = (
+        eval_forward_flops(programs[k]) for k in ("fused_pass", "pass_per_hook"))
+    fused = [u.name for u in programs["fused_pass"].monitor.units if "+" in u.name]
+    common_row = {"table": "pass_fusion", "size": size,
+                  "num_params": programs["fused_pass"].model_cfg.num_params(),
+                  "fused_units": ", ".join(fused) or "none",
+                  "fused_tokens": fused_tokens, "per_hook_tokens": per_hook_tokens,
+                  "flop_ratio": common.ratio(fused_flops, per_hook_flops),
+                  "time_ratio": common.ratio(samples["fused_pass"].ms,
+                                             samples["pass_per_hook"].ms),
+                  "max_abs_diff": diff, **info}
+    return [{**common_row, "variant": name, **s.summary()} for name, s in samples.items()]
 
 
-def separate_scores(apply_fn, params, rows: dict[str, jax.Array],
-                    prompt_len: int) -> dict[str, jax.Array]:
-    """Two ordinary teacher-forced passes, one per continuation: rows [prompt | answer]."""
-    out = {}
-    for name in ("correct", "incorrect"):
-        tokens = rows[name]
-        logp = jax.nn.log_softmax(apply_fn(params, tokens)[:, prompt_len - 1:-1], axis=-1)
-        token_logp = jnp.take_along_axis(logp, tokens[:, prompt_len:, None], axis=-1)[..., 0]
-        out[f"{name}_logp"] = token_logp.sum(1)
-        out[f"{name}_avg_prob"] = jnp.exp(token_logp).mean(1)
-    return out
-
-
-def probe_sharing(size: str, answer_len: int, num_items: int, rounds: int, steps: int,
-                  devices: Sequence[jax.Device], info: dict[str, Any]) -> list[common.Row]:
-    """Shared-prompt scoring against two full passes, prompts 4x the continuation length."""
-    prompt_len = 4 * answer_len  # tokens of `prompt + " "`
-    program = TrainProgram(common.bench_config(size), hooks=[], devices=devices[:1])
-    params = program.init_state().params
-    tok = ByteTokenizer()
-    items = synthetic_items(num_items, prompt_len - 1, answer_len)
-    shared = {k: jnp.asarray(v) for k, v in
-              encode_items(items, tok, prompt_len, answer_len).items()}
-    rows = {name: jnp.asarray([tok.encode(it.prompt + " " + getattr(it, name)) for it in items],
-                              jnp.int32) for name in ("correct", "incorrect")}
-    apply_fn = program.apply_fn
-    shared_fn = jax.jit(lambda p, d: score_items(apply_fn, p, d))
-    separate_fn = jax.jit(lambda p, d: separate_scores(apply_fn, p, d, prompt_len))
-    a, b = shared_fn(params, shared), separate_fn(params, rows)
-    diff = max(float(jnp.max(jnp.abs(a[k] - b[k]))) for k in a)
-    samples = common.interleaved({
-        "probe_shared": lambda n: [shared_fn(params, shared) for _ in range(n)][-1],
-        "probe_two_passes": lambda n: [separate_fn(params, rows) for _ in range(n)][-1],
-    }, rounds, steps)
-    model = program.model_cfg
-    flop_ratio = (forward_flops(model, num_items, prompt_len + 2 * answer_len)
-                  / (2 * forward_flops(model, num_items, prompt_len + answer_len)))
-    time_ratio = common.ratio(samples["probe_shared"].ms, samples["probe_two_passes"].ms)
-    return [{"table": "probe_sharing", "size": size, "num_params": model.num_params(),
-             "variant": name, "items": num_items, "prompt_tokens": prompt_len,
-             "answer_tokens": answer_len, **s.summary(), "flop_ratio": flop_ratio,
-             "time_ratio": time_ratio, "max_abs_diff": diff, **info}
-            for name, s in samples.items()]
-
-
-PROBE_COLUMNS = (
-    ("size", "model", "s"), ("items", "items", "d"), ("prompt_tokens", "prompt", "d"),
-    ("answer_tokens", "answer", "d"), ("shared_ms", "shared ms", ".2f"),
-    ("two_passes_ms", "2 passes ms", ".2f"), ("flop_ratio", "FLOP ratio", ".2f"),
+FUSION_COLUMNS = (
+    ("size", "model", "s"), ("fused_units", "fused", "s"), ("per_hook_tokens", "tokens", "d"),
+    ("fused_tokens", "fused tokens", "d"), ("per_hook_ms", "per hook ms", ".2f"),
+    ("fused_ms", "fused ms", ".2f"), ("flop_ratio", "FLOP ratio", ".2f"),
     ("time_ratio", "time ratio", ".2f"), ("max_abs_diff", "max |diff|", ".1e"),
 )
 
@@ -407,9 +392,9 @@ def main(argv: Sequence[str] | None = None) -> list[common.Row]:
     p = common.parser(__doc__.split("\n\n")[0])
     p.add_argument("--grid", default="",
                    help="points size:domains:items, comma-separated (default: by --quick)")
-    p.add_argument("--probe-grid", default="",
-                   help="probe-sharing points size:answer_tokens, comma-separated")
-    p.add_argument("--probe-items", type=int, default=128)
+    p.add_argument("--fusion-sizes", default="",
+                   help="model sizes of the pass-fusion comparison, comma-separated")
+    p.add_argument("--fusion-items", type=int, default=128, help="probe items there")
     p.add_argument("--every", type=int, default=0, help="N of the every-N variants")
     args = p.parse_args(argv)
     rounds = args.rounds or (5 if args.quick else 15)
@@ -418,8 +403,8 @@ def main(argv: Sequence[str] | None = None) -> list[common.Row]:
     grid = ([Point(s, int(d), int(n)) for s, d, n in
              (x.split(":") for x in args.grid.split(","))] if args.grid
             else QUICK_GRID if args.quick else FULL_GRID)
-    probe_grid = ([(s, int(a)) for s, a in (x.split(":") for x in args.probe_grid.split(","))]
-                  if args.probe_grid else QUICK_PROBE if args.quick else FULL_PROBE)
+    fusion_sizes = (args.fusion_sizes.split(",") if args.fusion_sizes
+                    else QUICK_FUSION if args.quick else FULL_FUSION)
     devices, info = common.start(args)
     print(f"hook overhead on {common.describe_machine(info)}; {rounds} rounds x {steps}+ "
           f"steps per variant, every_n={every}", flush=True)
@@ -437,14 +422,13 @@ def main(argv: Sequence[str] | None = None) -> list[common.Row]:
     common.print_table(summaries, GRADIENT_COLUMNS,
                        "gradient monitors alone vs no hooks (a): g attribution every step, "
                        f"g10 every {ATTR_EVERY} (throughput a/g10), h norms every step")
-    probe_rows = []
-    for size, answer_len in probe_grid:
-        probe_rows += probe_sharing(size, answer_len, args.probe_items, rounds, steps,
-                                    devices, info)
-    rows += probe_rows
-    pairs = [dict(a, shared_ms=a["step_ms"], two_passes_ms=b["step_ms"])
-             for a, b in zip(probe_rows[::2], probe_rows[1::2])]
-    common.print_table(pairs, PROBE_COLUMNS, "probe scoring: shared prompt vs two full passes")
+    fusion_rows = []
+    for size in fusion_sizes:
+        fusion_rows += pass_fusion(size, args.fusion_items, rounds, steps, devices, info)
+    rows += fusion_rows
+    pairs = [dict(a, fused_ms=a["step_ms"], per_hook_ms=b["step_ms"])
+             for a, b in zip(fusion_rows[::2], fusion_rows[1::2])]
+    common.print_table(pairs, FUSION_COLUMNS, "eval rows: one fused pass vs one pass per hook")
     common.write_rows(args.out, rows)
     return rows
 

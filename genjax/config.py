@@ -91,6 +91,7 @@ def base_config() -> ConfigDict:
     c.hooks = ConfigDict(
         dict(
             micro_batch=0,  # eval rows per hook micro-batch (0: the train micro-batch)
+            fuse_passes=True,  # held-out, memorization and probe rows in one forward pass
             heldout=ConfigDict(dict(enabled=False, every=1, batches=1, batch_size=0,
                                     min_tokens=256, min_documents=5,
                                     on_small="warn")),  # warn | error
@@ -191,6 +192,8 @@ DESCRIPTIONS = {
     "log.every": "steps between progress lines",
     "log.progress": "auto | bar | lines | none",
     "hooks.micro_batch": "eval rows per hook micro-batch (0: the train micro-batch)",
+    "hooks.fuse_passes": "run the held-out, memorization and probe rows in one forward pass "
+                         "(the weights are read once; metrics are the same)",
     "hooks.heldout.enabled": "held-out loss/accuracy per domain and the train-vs-held-out gap",
     "hooks.heldout.every": "steps between held-out evaluations (NaN on other steps)",
     "hooks.heldout.batches": "held-out batches evaluated",
@@ -213,9 +216,8 @@ DESCRIPTIONS = {
     "hooks.probes.terminator": "scored after each file answer: joiner | eos | none (answers "
                                "that already end)",
     "hooks.probes.max_items": "items kept per probe file",
-    "hooks.probes.prompt_len": "prompt tokens per item (0: fit the longest; longer ones keep "
-                               "their end)",
-    "hooks.probes.answer_len": "answer tokens per item (0: fit the longest)",
+    "hooks.probes.prompt_len": "context tokens kept per item, its last ones (0: all of it)",
+    "hooks.probes.answer_len": "most answer tokens an item may have (0: any)",
     "hooks.memorization.enabled": "loss on early training rows vs fresh held-out rows",
     "hooks.memorization.every": "steps between memorization evaluations",
     "hooks.memorization.examples": "rows in each of the seen and fresh sets",

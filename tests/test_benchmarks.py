@@ -30,17 +30,19 @@ def test_hook_overhead(tmp_path):
     import hook_overhead
 
     out = tmp_path / "hooks.json"
-    hook_overhead.main(["--grid", "micro:3:4", "--probe-grid", "micro:2", "--probe-items", "4",
-                        "--every", "1", "--out", str(out), *TINY])
+    hook_overhead.main(["--grid", "micro:3:4", "--fusion-sizes", "micro", "--fusion-items",
+                        "4", "--every", "1", "--out", str(out), *TINY])
     rows = check_rows(out, ("variant", "step_ms"))
     hooks = [r for r in rows if r["table"] == "hooks"]
     assert {r["variant"] for r in hooks} == {
         "no_hooks", "fused", "fused_every_n", "two_programs", "separate_async",
         "separate_sync", "eval_alone", "attribution", "attribution_every10", "norms"}
     check_rows_subset(hooks, hook_overhead.REQUIRED)
-    probes = [r for r in rows if r["table"] == "probe_sharing"]
-    assert {r["variant"] for r in probes} == {"probe_shared", "probe_two_passes"}
-    assert all(r["max_abs_diff"] < 1e-3 for r in probes)  # same scores both ways
+    fusion = [r for r in rows if r["table"] == "pass_fusion"]
+    assert {r["variant"] for r in fusion} == {"fused_pass", "pass_per_hook"}
+    assert fusion[0]["fused_units"] == "heldout+probes+memorization"
+    print("fused vs per-hook max |diff|", fusion[0]["max_abs_diff"])
+    assert all(r["max_abs_diff"] < 1e-6 for r in fusion)  # the same metrics (measured: 0.0)
 
 
 def check_rows_subset(rows, required):

@@ -39,6 +39,7 @@ from genjax import paths
 from genjax.analysis.analyze import AnalysisOptions, family_tracks
 from genjax.analysis.regimes import NAMES, stable_runs
 from genjax.config import ConfigDict
+from genjax.hooks.monitor import Monitor
 
 BARRIER_SHARE = 0.1  # a barrier counts above this share of the loss scale (see above)
 ORDER_STRIDE = 1_000_003  # batches between the data orders of the stability reruns
@@ -75,7 +76,8 @@ def interpolation(program, params_before, params_after, family: str,
     """Along the straight line: the family's probe margin (`probes/soft_margin`) and
     accuracy, and the held-out loss of its domain (the family's prefix) where the run has a
     held-out hook; the loss barrier and the verdict."""
-    hooks = {h.name: (h, d) for h, d in zip(program.hooks, program.place_hook_data())}
+    unfused = Monitor(program.hooks, program.mesh, program.batch_axes, fuse=False)
+    hooks = {h.name: (h, d) for h, d in zip(program.hooks, unfused.place())}
     probe, probe_data = hooks["probes"]
     families = list(next(s for s in probe.schema()
                          if s.name == "probes/soft_margin").labels["family"])
@@ -88,8 +90,8 @@ def interpolation(program, params_before, params_after, family: str,
     def along(p0, p1, alpha):
         mixed = jax.tree.map(lambda a, b: ((1 - alpha) * a + alpha * b).astype(a.dtype), p0, p1)
         out = probe.compute(mixed, program.apply_fn, probe_data, None)
-        loss = (held[0].losses(mixed, program.apply_fn, held[1])[1][d] if d is not None
-                else jnp.float32(jnp.nan))
+        loss = (held[0].compute(mixed, program.apply_fn, held[1], None)["heldout/loss"][d]
+                if d is not None else jnp.float32(jnp.nan))
         return out["probes/soft_margin"][f], out["probes/accuracy"][f], loss
 
     margin, accuracy, loss = (np.asarray(v, np.float64) for v in zip(

@@ -19,6 +19,8 @@ from typing import Any, Protocol
 import jax
 import jax.numpy as jnp
 
+from genjax.model import token_stats
+
 FLOAT_DTYPES = ("float32", "float64", "bfloat16", "float16")
 
 
@@ -76,7 +78,7 @@ class Hook(Protocol):
     """What a hook provides. `data()` is placed on device once, its arrays zero-padded to a
     multiple of the batch mesh axes and sharded on their leading (row) axis: a zero row must
     count for nothing. `requires` (optional): the `apply` arguments beyond tokens the hook
-    passes (`genjax.model.lm`: positions, shared_prefix, logits_at)."""
+    passes (`genjax.model.lm`: positions, segments)."""
 
     name: str
     every: int
@@ -87,6 +89,45 @@ class Hook(Protocol):
 
     def compute(self, params: Any, apply_fn: ApplyFn, data: Any,
                 ctx: StepContext) -> dict[str, jax.Array]: ...
+
+
+# The pass inputs of a RowsHook's rows; its other row fields are its own.
+PASS_FIELDS = ("inputs", "positions", "segments")
+
+
+class RowsHook(Hook, Protocol):
+    """A hook whose metrics come from one forward pass over its rows, so that several such
+    hooks can share one pass (`genjax.hooks.fused`). `token_rows()`: numpy arrays with one row
+    per leading index: `inputs`, `targets` [N, T] (and `positions`, `segments` for packed
+    rows) plus the hook's own per-row fields; `score(loss_NxT, correct_NxT, rows, ctx)`: the
+    metrics from the pass's per-token cross-entropy and argmax-correctness, given exactly
+    those N rows. `batching` plans its micro-batches."""
+
+    batching: Any
+
+    def token_rows(self) -> dict[str, Any]: ...
+
+    def score(self, loss_NxT: jax.Array, correct_NxT: jax.Array, rows: dict[str, jax.Array],
+              ctx: StepContext) -> dict[str, jax.Array]: ...
+
+
+def rows_stats(apply_fn: ApplyFn, params: Any, rows: dict[str, jax.Array], batching: Any,
+               num_rows: int) -> tuple[jax.Array, jax.Array]:
+    """Per-token (loss, correct) [padded rows, T] of one forward pass over `rows`, in
+    `batching`'s micro-batches."""
+    pass_rows = {k: rows[k] for k in (*PASS_FIELDS, "targets") if k in rows}
+    return batching.map(lambda d: token_stats(apply_fn, params, d["inputs"], d["targets"],
+                                              d.get("positions"), d.get("segments")),
+                        pass_rows, num_rows)
+
+
+def rows_compute(hook: RowsHook, params: Any, apply_fn: ApplyFn, data: dict[str, jax.Array],
+                 ctx: StepContext) -> dict[str, jax.Array]:
+    """A RowsHook's `compute` on its own: its pass, then `score` on its real rows."""
+    n = len(hook.token_rows()["inputs"])
+    loss_NxT, correct_NxT = rows_stats(apply_fn, params, data, hook.batching, n)
+    rows = {k: v[:n] for k, v in data.items()}
+    return hook.score(loss_NxT[:n], correct_NxT[:n], rows, ctx)
 
 
 def check_capabilities(hooks: Sequence[Hook], model: Any) -> None:

@@ -15,8 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from genjax.batching import EvalBatching
-from genjax.hooks.base import MetricSpec, StepContext, domain_sums, safe_ratio
-from genjax.model import token_stats
+from genjax.hooks.base import MetricSpec, StepContext, domain_sums, rows_compute, safe_ratio
 
 
 def _domain_spec(name: str, domains: list[str], description: str, unit: str = "") -> MetricSpec:
@@ -29,12 +28,6 @@ def _domain_means(loss_BxT, correct_BxT, mask_BxT, domain_B, num_domains):
     loss_sum_D, count_D = domain_sums(loss_BxT, mask_BxT, domain_B, num_domains)
     correct_sum_D, _ = domain_sums(correct_BxT, mask_BxT, domain_B, num_domains)
     return safe_ratio(loss_sum_D, count_D), safe_ratio(correct_sum_D, count_D), count_D
-
-
-def _row_stats(apply_fn, params, data, batching: EvalBatching, num_rows: int):
-    """Per-token (loss, correct) [N, T] of a forward pass over the (padded) rows."""
-    return batching.map(lambda d: token_stats(apply_fn, params, d["inputs"], d["targets"]),
-                        data, num_rows)
 
 
 def train_batch_by_domain(ctx: StepContext, num_domains: int):
@@ -69,27 +62,27 @@ class HeldoutHook:
             *bpb,
         )
 
+    def token_rows(self):
+        return self.rows
+
     def data(self):
         return self.batching.pad(self.rows)
 
-    def losses(self, params, apply_fn, data):
-        """Per-token loss and correctness [rows, T], and their per-domain means [D]."""
-        loss_BxT, correct_BxT = _row_stats(apply_fn, params, data, self.batching,
-                                           len(self.rows["domain"]))
-        loss_D, acc_D, _ = _domain_means(loss_BxT, correct_BxT, data["loss_mask"],
-                                         data["domain"], len(self.domains))
-        return loss_BxT, loss_D, acc_D
-
-    def compute(self, params, apply_fn, data, ctx):
-        loss_BxT, loss_D, acc_D = self.losses(params, apply_fn, data)
-        train_loss_D, _, _ = train_batch_by_domain(ctx, len(self.domains))
-        out = {"heldout/loss": loss_D, "heldout/accuracy": acc_D,
-               "gap/loss": loss_D - train_loss_D}
+    def score(self, loss_NxT, correct_NxT, rows, ctx):
+        loss_D, acc_D, _ = _domain_means(loss_NxT, correct_NxT, rows["loss_mask"],
+                                         rows["domain"], len(self.domains))
+        gap_D = jnp.full_like(loss_D, jnp.nan)  # no train step (ctx None): no gap
+        if ctx is not None:
+            gap_D = loss_D - train_batch_by_domain(ctx, len(self.domains))[0]
+        out = {"heldout/loss": loss_D, "heldout/accuracy": acc_D, "gap/loss": gap_D}
         if self.token_bytes is not None:
-            out["heldout/bpb"] = bits_per_byte(loss_BxT, data["targets"], data["loss_mask"],
-                                               data["domain"], len(self.domains),
+            out["heldout/bpb"] = bits_per_byte(loss_NxT, rows["targets"], rows["loss_mask"],
+                                               rows["domain"], len(self.domains),
                                                self.token_bytes)
         return out
+
+    def compute(self, params, apply_fn, data, ctx):
+        return rows_compute(self, params, apply_fn, data, ctx)
 
 
 def bits_per_byte(loss_BxT, targets_BxT, mask_BxT, domain_B, num_domains, token_bytes):
@@ -165,20 +158,24 @@ class MemorizationHook:
             _domain_spec("memorization/gap", d, "fresh minus seen loss", "nats/token"),
         )
 
-    def data(self):
+    def token_rows(self):
         rows = {k: np.concatenate([self.seen[k], self.fresh[k]]) for k in self.seen}
         rows["is_seen"] = np.concatenate([np.ones(len(self.seen["domain"]), np.float32),
                                           np.zeros(len(self.fresh["domain"]), np.float32)])
-        return self.batching.pad(rows)
+        return rows
 
-    def compute(self, params, apply_fn, data, ctx):
+    def data(self):
+        return self.batching.pad(self.token_rows())
+
+    def score(self, loss_NxT, correct_NxT, rows, ctx):
         n = len(self.domains)
-        loss_BxT, _ = _row_stats(apply_fn, params, data, self.batching,
-                                 len(self.seen["domain"]) + len(self.fresh["domain"]))
-        seen_mask = data["loss_mask"] * data["is_seen"][:, None]
-        fresh_mask = data["loss_mask"] * (1.0 - data["is_seen"])[:, None]
-        seen_sum, seen_n = domain_sums(loss_BxT, seen_mask, data["domain"], n)
-        fresh_sum, fresh_n = domain_sums(loss_BxT, fresh_mask, data["domain"], n)
+        seen_mask = rows["loss_mask"] * rows["is_seen"][:, None]
+        fresh_mask = rows["loss_mask"] * (1.0 - rows["is_seen"])[:, None]
+        seen_sum, seen_n = domain_sums(loss_NxT, seen_mask, rows["domain"], n)
+        fresh_sum, fresh_n = domain_sums(loss_NxT, fresh_mask, rows["domain"], n)
         seen_D, fresh_D = safe_ratio(seen_sum, seen_n), safe_ratio(fresh_sum, fresh_n)
         return {"memorization/seen_loss": seen_D, "memorization/fresh_loss": fresh_D,
                 "memorization/gap": fresh_D - seen_D}
+
+    def compute(self, params, apply_fn, data, ctx):
+        return rows_compute(self, params, apply_fn, data, ctx)

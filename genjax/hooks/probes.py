@@ -5,11 +5,13 @@ samples demos (`none`, `random`, `ordered`, `balanced`) with `random.Random(seed
 is teacher-forced as `context = prompt + " "`, then each answer's tokens followed by the
 item's terminator (the text or EOS that ends an answer in training text: mean token
 probability and summed log-prob then cannot be won by an answer that is a prefix of the other,
-which would otherwise skip predicting where it ends). The two answers share
-one pass over the context: the row is [context | correct | incorrect] and an attention mask
-lets each answer see the context and its own earlier tokens but not the other answer; answer
-positions continue from the context, so each answer is scored exactly as if it followed the
-context alone.
+which would otherwise skip predicting where it ends). Each answer is its own sequence
+`context + answer`, and the sequences are packed into rows of a fixed length (by default the
+train rows', so that the probes share one forward pass with the held-out rows, see
+`genjax.hooks.fused`): segment ids keep each sequence's attention to itself and its positions
+restart, so each answer is scored exactly as in a plain pass over it alone. The context is
+computed twice (once per answer): that costs FLOPs (about 1% of a llama_1b step) but lets every
+attention kernel run its plain causal mask with segment ids.
 """
 
 from __future__ import annotations
@@ -27,16 +29,8 @@ from genjax import paths
 from genjax.batching import EvalBatching
 from genjax.data.sources import ProbeItem
 from genjax.data.tokenizers import Tokenizer
-from genjax.hooks.base import MetricSpec
-from genjax.model.attention import (  # noqa: F401  (re-exported)
-    SEG_CONTEXT,
-    SEG_CORRECT,
-    SEG_INCORRECT,
-    SEG_PAD,
-    SharedPrefix,
-    probe_mask,
-)
-from genjax.model.lm import LOGITS_AT, POSITIONS, SHARED_PREFIX
+from genjax.hooks.base import MetricSpec, rows_compute
+from genjax.model.lm import POSITIONS, SEGMENTS
 
 
 class ProbeError(ValueError):
@@ -171,59 +165,60 @@ def item_answers(tokenizer: Tokenizer, item: ProbeItem) -> tuple[list[int], list
     return ctx, good, bad
 
 
-def encode_items(items: list[ProbeItem], tokenizer: Tokenizer, context_len: int = 0,
-                 answer_len: int = 0, length_multiple: int = 1) -> dict[str, np.ndarray]:
-    """Token rows [context (left-padded) | correct | incorrect] with segment ids, positions,
-    and `predictor` [N, 2 x answer_len]: for each position of the answer region (the rows'
-    last 2 x answer_len tokens) the row position whose logits predict it. The context is
-    left-padded further so that the row length is a multiple of `length_multiple` (splash
-    attention's 128)."""
-    encoded = []
-    for it in items:
+def pack_items(items: list[ProbeItem], tokenizer: Tokenizer, row_len: int = 0,
+               context_len: int = 0, length_multiple: int = 1) -> dict[str, np.ndarray]:
+    """Both answers of every item as sequences `context + answer` (inputs, targets = the next
+    tokens), packed first-fit into rows of `row_len` tokens, or, when a sequence is longer
+    (or `row_len` is 0), of the longest sequence's length rounded up to `length_multiple`
+    (splash attention's 128). Per token: `segments` (1, 2, ... per
+    sequence in its row; 0 padding), `positions` (restarting per sequence), `loss_mask` (1
+    where an answer token is predicted) and `slot` (2 x item + 0 for the correct answer, 1 for
+    the incorrect one). `context_len` > 0 keeps the context's last tokens."""
+    seqs = []
+    for i, it in enumerate(items):
         ctx, good, bad = item_answers(tokenizer, it)
         if not good or not bad:
             raise ProbeError(f"probe item of family {it.family!r} has an empty answer")
-        encoded.append((ctx, good, bad))
-    lp = context_len or max(len(c) for c, _, _ in encoded)
-    la = answer_len or max(max(len(g), len(b)) for _, g, b in encoded)
-    lp += -(lp + 2 * la) % length_multiple
-    n, s = len(items), lp + 2 * la
-    tokens = np.full((n, s), tokenizer.pad_id, np.int32)
-    segment = np.zeros((n, s), np.int32)
-    positions = np.zeros((n, s), np.int32)
-    predictor = np.zeros((n, s), np.int32)  # row position whose logits predict this token
-    for i, (ctx, good, bad) in enumerate(encoded):
-        ctx = ctx[-lp:]  # keep the end of an over-long context
-        if len(good) > la or len(bad) > la:
-            raise ProbeError(f"probe answer longer than hooks.probes.answer_len={la}")
-        c0 = lp - len(ctx)
-        tokens[i, c0:lp], segment[i, c0:lp] = ctx, SEG_CONTEXT
-        positions[i, c0:lp] = np.arange(len(ctx))
-        for seg, ans, start in ((SEG_CORRECT, good, lp), (SEG_INCORRECT, bad, lp + la)):
-            span = slice(start, start + len(ans))
-            tokens[i, span], segment[i, span] = ans, seg
-            positions[i, span] = len(ctx) + np.arange(len(ans))
-            predictor[i, span] = [lp - 1] + list(range(start, start + len(ans) - 1))
-    return {"tokens": tokens, "segment": segment, "positions": positions,
-            "predictor": predictor[:, lp:]}
-
-
-def score_items(apply_fn, params, data) -> dict[str, jax.Array]:
-    """Per item: summed log-prob and mean token probability of each answer. One pass over
-    [context | correct | incorrect]; logits only where an answer token is predicted."""
-    pred_NxK = data["predictor"]
-    k = pred_NxK.shape[1]  # the answer region: the rows' last k positions
-    logits_NxKxV = apply_fn(params, data["tokens"], data["positions"],
-                            SharedPrefix(data["segment"], k // 2), pred_NxK)
-    answers_NxK, segment_NxK = data["tokens"][:, -k:], data["segment"][:, -k:]
-    token_logit_NxK = jnp.take_along_axis(logits_NxKxV, answers_NxK[..., None], axis=2)[..., 0]
-    token_logp_NxK = token_logit_NxK - jax.nn.logsumexp(logits_NxKxV, axis=-1)
-    out = {}
-    for name, seg in (("correct", SEG_CORRECT), ("incorrect", SEG_INCORRECT)):
-        m = (segment_NxK == seg).astype(jnp.float32)
-        out[f"{name}_logp"] = jnp.sum(token_logp_NxK * m, axis=1)
-        out[f"{name}_avg_prob"] = jnp.sum(jnp.exp(token_logp_NxK) * m, axis=1) / jnp.sum(m, 1)
+        ctx = ctx[-context_len:] if context_len else ctx
+        seqs += [(2 * i, ctx, good), (2 * i + 1, ctx, bad)]
+    longest = max(len(c) + len(a) - 1 for _, c, a in seqs)
+    if longest > row_len:
+        row_len = longest + -longest % length_multiple
+    free: list[int] = []  # tokens left in each row
+    placed = []  # (row, start) per sequence
+    for _, ctx, ans in seqs:
+        n = len(ctx) + len(ans) - 1
+        row = next((r for r, left in enumerate(free) if left >= n), len(free))
+        if row == len(free):
+            free.append(row_len)
+        placed.append((row, row_len - free[row]))
+        free[row] -= n
+    shape = (len(free), row_len)
+    out = {"inputs": np.full(shape, tokenizer.pad_id, np.int32),
+           "targets": np.full(shape, tokenizer.pad_id, np.int32),
+           "segments": np.zeros(shape, np.int32), "positions": np.zeros(shape, np.int32),
+           "loss_mask": np.zeros(shape, np.float32), "slot": np.zeros(shape, np.int32)}
+    for (slot, ctx, ans), (row, start) in zip(seqs, placed, strict=True):
+        seq = ctx + ans
+        span = slice(start, start + len(seq) - 1)
+        out["inputs"][row, span], out["targets"][row, span] = seq[:-1], seq[1:]
+        out["segments"][row, span] = out["segments"][row].max() + 1
+        out["positions"][row, span] = np.arange(len(seq) - 1)
+        out["slot"][row, span] = slot
+        out["loss_mask"][row, start + len(ctx) - 1: span.stop] = 1.0  # predicts an answer token
     return out
+
+
+def answer_scores(loss_NxT: jax.Array, rows: dict, num_items: int) -> dict[str, jax.Array]:
+    """Per item: summed log-prob and mean token probability of each answer, from the packed
+    rows' per-token cross-entropy."""
+    mask_NxT, slot_NxT = rows["loss_mask"], rows["slot"]
+    per_slot = lambda v_NxT: jax.ops.segment_sum((v_NxT * mask_NxT).ravel(), slot_NxT.ravel(),
+                                                 2 * num_items).reshape(num_items, 2)
+    logp_Ix2 = -per_slot(loss_NxT)
+    avg_prob_Ix2 = per_slot(jnp.exp(-loss_NxT)) / per_slot(jnp.ones_like(loss_NxT))
+    return {"correct_logp": logp_Ix2[:, 0], "incorrect_logp": logp_Ix2[:, 1],
+            "correct_avg_prob": avg_prob_Ix2[:, 0], "incorrect_avg_prob": avg_prob_Ix2[:, 1]}
 
 
 def item_labels(items: list[ProbeItem]) -> list[str]:
@@ -249,22 +244,21 @@ class ProbeHook:
     tokenizer: Tokenizer
     every: int = 1
     context_len: int = 0
-    answer_len: int = 0
+    row_len: int = 0  # tokens per packed row if every sequence fits (see pack_items)
     batching: EvalBatching = EvalBatching()
     length_multiple: int = 1  # row length multiple the model's attention needs
     name: str = "probes"
-    requires = frozenset({POSITIONS, SHARED_PREFIX, LOGITS_AT})  # the shared-prompt pass
+    requires = frozenset({POSITIONS, SEGMENTS})  # packed rows
 
     def __post_init__(self):
         if not self.items:
             raise ProbeError("the probe hook has no items (no built-in families, no files)")
         self.families = sorted({it.family for it in self.items})
         self.item_labels = item_labels(self.items)
-        self.encoded = encode_items(self.items, self.tokenizer, self.context_len,
-                                    self.answer_len, self.length_multiple)
+        self.packed = pack_items(self.items, self.tokenizer, self.row_len, self.context_len,
+                                 self.length_multiple)
         fam_index = {f: i for i, f in enumerate(self.families)}
-        self.encoded["family"] = np.asarray([fam_index[it.family] for it in self.items],
-                                            np.int32)
+        self.item_family = np.asarray([fam_index[it.family] for it in self.items], np.int32)
 
     def schema(self):
         fam, items = tuple(self.families), tuple(self.item_labels)
@@ -288,21 +282,25 @@ class ProbeHook:
                      "nats"),
         )
 
+    def token_rows(self):
+        return self.packed
+
     def data(self):
-        return self.batching.pad(self.encoded)  # padded rows: all SEG_PAD, sliced off below
+        return self.batching.pad(self.packed)  # padded rows: zero loss mask, slot 0
+
+    def score(self, loss_NxT, correct_NxT, rows, ctx):
+        s = answer_scores(loss_NxT, rows, len(self.items))
+        margin_I = s["correct_avg_prob"] - s["incorrect_avg_prob"]
+        logp_margin_I = s["correct_logp"] - s["incorrect_logp"]
+        win_I = (s["correct_avg_prob"] > s["incorrect_avg_prob"]).astype(jnp.float32)
+        onehot_IxF = jax.nn.one_hot(self.item_family, len(self.families), dtype=jnp.float32)
+        count_F = onehot_IxF.sum(0)
+        family_mean = lambda v_I: (v_I @ onehot_IxF) / count_F
+        return {"probes/accuracy": family_mean(win_I),
+                "probes/soft_margin": family_mean(margin_I),
+                "probes/logp_margin": family_mean(logp_margin_I),
+                "probes/item_margin": margin_I,
+                "probes/item_logp_margin": logp_margin_I}
 
     def compute(self, params, apply_fn, data, ctx):
-        n = len(self.items)
-        s = self.batching.map(lambda d: score_items(apply_fn, params, d), data, n)
-        s = jax.tree.map(lambda v_N: v_N[:n], s)
-        margin_N = s["correct_avg_prob"] - s["incorrect_avg_prob"]
-        logp_margin_N = s["correct_logp"] - s["incorrect_logp"]
-        win_N = (s["correct_avg_prob"] > s["incorrect_avg_prob"]).astype(jnp.float32)
-        onehot_NxF = jax.nn.one_hot(data["family"][:n], len(self.families), dtype=jnp.float32)
-        count_F = onehot_NxF.sum(0)
-        family_mean = lambda v_N: (v_N @ onehot_NxF) / count_F
-        return {"probes/accuracy": family_mean(win_N),
-                "probes/soft_margin": family_mean(margin_N),
-                "probes/logp_margin": family_mean(logp_margin_N),
-                "probes/item_margin": margin_N,
-                "probes/item_logp_margin": logp_margin_N}
+        return rows_compute(self, params, apply_fn, data, ctx)

@@ -130,7 +130,8 @@ def eval_batching(config, shards: int) -> EvalBatching:
 def build_hooks(config, data: Data, shards: int = 1, length_multiple: int = 1,
                 param_labels: tuple[str, ...] | None = None) -> list[Hook]:
     """The enabled hooks; `shards`: the size of the batch mesh axes their rows are split over;
-    `length_multiple`: the row length the model's attention needs (probe rows are padded);
+    `length_multiple`: the row length the model's attention needs (probe rows are packed into
+    rows of the train rows' length when they fit, else of their own padded length);
     `param_labels`: the model's layer groups (`genjax.hooks.layers.layer_labels`), by default
     those of genjax's transformer of `config.model`."""
     h, names = config.hooks, data.names
@@ -151,7 +152,7 @@ def build_hooks(config, data: Data, shards: int = 1, length_multiple: int = 1,
                                  startup_note=heldout_note(config, data, rows)))
     if h.probes.enabled:
         hooks.append(ProbeHook(probe_items(config, data), data.tokenizer, h.probes.every,
-                               h.probes.prompt_len, h.probes.answer_len, batching=batching,
+                               h.probes.prompt_len, config.train.seq_len, batching=batching,
                                length_multiple=length_multiple))
     if h.memorization.enabled:
         n = {d: data.memorization_sizes.get(d, per_domain(h.memorization.examples))

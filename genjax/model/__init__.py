@@ -1,6 +1,6 @@
 """Models: genjax's NNX transformer and the `LanguageModel` interface any model can fill."""
 
-from genjax.model.attention import SharedPrefix, make_attention
+from genjax.model.attention import make_attention
 from genjax.model.lm import (
     LanguageModel,
     abstract_model,
@@ -13,6 +13,6 @@ from genjax.model.lm import (
 )
 from genjax.model.transformer import ModelConfig, Transformer
 
-__all__ = ["LanguageModel", "ModelConfig", "SharedPrefix", "Transformer", "abstract_model",
-           "from_linen", "from_nnx", "init_model", "make_apply", "make_attention",
-           "token_stats", "transformer"]
+__all__ = ["LanguageModel", "ModelConfig", "Transformer", "abstract_model", "from_linen",
+           "from_nnx", "init_model", "make_apply", "make_attention", "token_stats",
+           "transformer"]

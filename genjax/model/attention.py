@@ -1,22 +1,23 @@
 """Causal self-attention behind one signature: XLA, splash (TPU Pallas) or cuDNN (GPU flash).
 
-`make_attention(name, mesh, rules)` returns `attend(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, prefix=None)
--> out_BxTxNxH`: grouped-query (N % K == 0), q not pre-scaled (1/sqrt(H) is applied inside, as
-`jax.nn.dot_product_attention` does). `prefix=None` is plain causal attention; a `SharedPrefix`
-is the probe layout [context (left-padded) | correct answer slot | incorrect answer slot] in
-which each answer sees the context and its own earlier tokens, never the other answer.
+`make_attention(name, mesh, rules)` returns `attend(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH,
+segments_BxT=None) -> out_BxTxNxH`: grouped-query (N % K == 0), q not pre-scaled (1/sqrt(H) is
+applied inside, as `jax.nn.dot_product_attention` does). `segments_BxT=None` is plain causal
+attention; with segment ids (int32, one id per packed sequence, 0 for padding) a token sees
+the earlier tokens of its own segment only, so that several sequences packed into one row are
+each computed exactly as if alone (their positions must restart too: the caller's job).
 
 - "xla": `jax.nn.dot_product_attention`; `is_causal=True`, or the explicit [B, T, T] boolean
-  `probe_mask` for a SharedPrefix. Runs everywhere; writes [B, N, T, T] scores to memory.
+  `segment_mask`. Runs everywhere; writes [B, N, T, T] scores to memory.
 - "cudnn": the same call with `implementation="cudnn"` (flash attention). Needs a CUDA GPU with
   cuDNN and bf16/fp16 inputs: jax 0.10.2's cuDNN path raises NotImplementedError for float32 q
   and RuntimeError("cuDNN is not detected.") while tracing on a host without the CUDA plugin.
   float32 inputs are refused with a ValueError here rather than cast silently, since a float32
   compute dtype asks for float32 numerics; `resolve("auto", "gpu", dtype)` picks "xla" for them.
 - "splash": `jax.experimental.pallas.ops.tpu.splash_attention`, TPU only (on CPU only with
-  `interpret=True`, for tests). The static mask is causal, or for a SharedPrefix causal minus
-  (incorrect slot -> correct slot), with whole masked blocks skipped; pads are cut out with
-  segment ids (pad vs not). T must be a multiple of 128 (ValueError otherwise); blocks are the
+  `interpret=True`, for tests). The static mask is causal, with whole masked blocks skipped;
+  segment ids go to the kernel's `SegmentIds` (they mask inside the blocks the causal mask
+  keeps, and skip none). T must be a multiple of 128 (ValueError otherwise); blocks are the
   largest of 512/256/128 dividing T. GQA uses the MHA kernel with un-repeated K/V: the kernel
   maps query head h to kv head h // (N // K) in its forward and backward index maps, so K/V are
   never repeated in HBM and dK/dV accumulate over the group inside the kernel. (Compile-only
@@ -30,7 +31,6 @@ which each answer sees the context and its own earlier tokens, never the other a
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from collections.abc import Callable, Sequence
@@ -40,34 +40,19 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
-SEG_PAD, SEG_CONTEXT, SEG_CORRECT, SEG_INCORRECT = 0, 1, 2, 3
-
 IMPLEMENTATIONS = ("auto", "xla", "splash", "cudnn")
 SPLASH_BLOCKS = (512, 256, 128)  # tried in order; the first dividing T is used
 
-# (q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, prefix: SharedPrefix | None = None) -> out_BxTxNxH
+# (q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, segments_BxT: jax.Array | None = None) -> out_BxTxNxH
 AttentionFn = Callable[..., jax.Array]
 
 
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
-class SharedPrefix:
-    """Probe rows laid out [context (left-padded) | correct answer slot | incorrect answer slot]:
-    every answer token sees the context and earlier tokens of its own answer, never the other
-    answer; pad tokens (segment SEG_PAD) are seen by nobody else."""
-
-    segments_BxT: jax.Array  # int32 SEG_* codes per position
-    # each slot's length; the row's last 2*answer_len positions are the two slots
-    answer_len: int = dataclasses.field(metadata=dict(static=True))
-
-
-def probe_mask(segment_NxS: jax.Array) -> jax.Array:
-    """[N, S, S] attention: causal, each answer sees the context and itself; pads see self."""
-    s = segment_NxS.shape[1]
-    causal = jnp.tril(jnp.ones((s, s), bool))
-    q, k = segment_NxS[:, :, None], segment_NxS[:, None, :]
-    visible = (k == SEG_CONTEXT) | ((k == q) & (q != SEG_PAD))
-    return (causal & visible) | jnp.eye(s, dtype=bool)
+def segment_mask(segments_BxT: jax.Array) -> jax.Array:
+    """[B, T, T] attention: causal, and only within a token's own segment (padding, segment 0,
+    sees earlier padding: never all-masked, and no real token sees it)."""
+    t = segments_BxT.shape[1]
+    causal = jnp.tril(jnp.ones((t, t), bool))
+    return causal & (segments_BxT[:, :, None] == segments_BxT[:, None, :])
 
 
 def resolve(implementation: str, platform: str, dtype=None, seq_len: int | None = None) -> str:
@@ -113,29 +98,29 @@ def _check_shapes(q, k, v) -> None:
                          f"query heads a multiple of the kv heads")
 
 
-def _check_prefix(prefix: SharedPrefix, t: int) -> None:
-    if prefix.segments_BxT.shape[-1] != t or not 0 < 2 * prefix.answer_len <= t:
-        raise ValueError(f"SharedPrefix: segments {prefix.segments_BxT.shape} and two answer "
-                         f"slots of {prefix.answer_len} do not fit a sequence of {t}")
+def _check_segments(segments_BxT: jax.Array, q: jax.Array) -> None:
+    if segments_BxT.shape != q.shape[:2]:
+        raise ValueError(f"segment ids {segments_BxT.shape} do not match q's [B, T] "
+                         f"{q.shape[:2]}")
 
 
-def _xla_attention(q, k, v, prefix: SharedPrefix | None = None):
+def _xla_attention(q, k, v, segments_BxT=None):
     _check_shapes(q, k, v)
-    if prefix is None:
+    if segments_BxT is None:
         return jax.nn.dot_product_attention(q, k, v, is_causal=True)
-    _check_prefix(prefix, q.shape[1])
-    return jax.nn.dot_product_attention(q, k, v, mask=probe_mask(prefix.segments_BxT)[:, None])
+    _check_segments(segments_BxT, q)
+    return jax.nn.dot_product_attention(q, k, v, mask=segment_mask(segments_BxT)[:, None])
 
 
-def _cudnn_attention(q, k, v, prefix: SharedPrefix | None = None):
+def _cudnn_attention(q, k, v, segments_BxT=None):
     _check_shapes(q, k, v)
     if jnp.dtype(q.dtype) not in (jnp.bfloat16, jnp.float16):
         raise ValueError(f"attention 'cudnn' needs bfloat16 or float16 q/k/v, got {q.dtype}: "
                          f"set model.compute_dtype=bfloat16 or model.attention=xla")
-    if prefix is None:
+    if segments_BxT is None:
         return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn")
-    _check_prefix(prefix, q.shape[1])
-    mask = probe_mask(prefix.segments_BxT)[:, None]  # already causal; is_causal skips blocks
+    _check_segments(segments_BxT, q)
+    mask = segment_mask(segments_BxT)[:, None]  # already causal; is_causal skips blocks
     return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True,
                                         implementation="cudnn")
 
@@ -151,30 +136,20 @@ def splash_block(t: int) -> int:
                      f"model.attention=xla")
 
 
-def shared_prefix_mask(t: int, answer_len: int) -> np.ndarray:
-    """[t, t] static splash mask: causal, minus the incorrect slot's view of the correct one."""
-    mask = np.tril(np.ones((t, t), np.bool_))
-    mask[t - answer_len:, t - 2 * answer_len:t - answer_len] = False
-    return mask
-
-
 @functools.lru_cache(maxsize=64)
-def _splash_kernel(t: int, answer_len: int | None, heads: int, interpret: bool):
-    """The splash MHA kernel for `heads` local query heads, built once per static shape."""
+def _splash_kernel(t: int, heads: int, interpret: bool):
+    """The causal splash MHA kernel for `heads` local query heads, built once per shape."""
     from jax.experimental.pallas.ops.tpu import splash_attention as sa
 
     b = splash_block(t)
     blocks = sa.BlockSizes(block_q=b, block_kv=b, block_kv_compute=b, block_q_dkv=b,
                            block_kv_dkv=b, block_kv_dkv_compute=b, block_q_dq=b, block_kv_dq=b)
-    if answer_len is None:
-        head_mask = sa.CausalMask((t, t))
-    else:
-        head_mask = sa.NumpyMask(shared_prefix_mask(t, answer_len))
     # Built eagerly (not staged into the caller's trace) and kept as numpy, so the cached
     # kernel is a constant that any later trace, for any backend, can embed.
     with jax.ensure_compile_time_eval():
-        kernel = sa.make_splash_mha(sa.MultiHeadMask([head_mask] * heads), block_sizes=blocks,
-                                    head_shards=1, q_seq_shards=1, interpret=interpret)
+        kernel = sa.make_splash_mha(sa.MultiHeadMask([sa.CausalMask((t, t))] * heads),
+                                    block_sizes=blocks, head_shards=1, q_seq_shards=1,
+                                    interpret=interpret)
     return jax.tree.map(np.asarray, kernel)
 
 
@@ -203,22 +178,21 @@ def _splash_specs(mesh: Mesh, rules, b: int, n: int, kv: int):
     return _fit(mesh, batch_axes, b), _fit(mesh, head_axes, n, kv)
 
 
-def _splash_attention(q, k, v, prefix: SharedPrefix | None = None, *, mesh: Mesh | None,
-                      rules: tuple, interpret: bool):
+def _splash_attention(q, k, v, segments_BxT=None, *, mesh: Mesh | None, rules: tuple,
+                      interpret: bool):
     _check_shapes(q, k, v)
     b, t, n, h = q.shape
     kv = k.shape[2]
     splash_block(t)
-    if prefix is not None:
-        _check_prefix(prefix, t)
+    if segments_BxT is not None:
+        _check_segments(segments_BxT, q)
     # [B, T, heads, H] -> [B, heads, T, H]; the kernel gets unscaled logits, so scale q here.
     q_BxNxTxH = jnp.swapaxes(q * jnp.asarray(h ** -0.5, q.dtype), 1, 2)
     k_BxKxTxH, v_BxKxTxH = jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2)
-    ids_BxT = None if prefix is None else (prefix.segments_BxT != SEG_PAD).astype(jnp.int32)
-    answer_len = None if prefix is None else prefix.answer_len
+    ids_BxT = None if segments_BxT is None else segments_BxT.astype(jnp.int32)
 
     def local(q_BxNxTxH, k_BxKxTxH, v_BxKxTxH, *ids):
-        kernel = _splash_kernel(t, answer_len, q_BxNxTxH.shape[1], interpret)
+        kernel = _splash_kernel(t, q_BxNxTxH.shape[1], interpret)
         if not ids:
             return jax.vmap(kernel)(q_BxNxTxH, k_BxKxTxH, v_BxKxTxH)
         from jax.experimental.pallas.ops.tpu.splash_attention import SegmentIds

@@ -22,13 +22,15 @@ from genjax.model.attention import AttentionFn
 from genjax.model.loss import next_token_stats
 from genjax.model.transformer import Constrain, ModelConfig, Transformer
 
-# (params, tokens_BxT, positions_BxT=None, prefix=None, logits_at_BxK=None) -> logits; may
-# carry `.token_stats(params, inputs_BxT, targets_BxT) -> (loss_BxT, correct_BxT)`
+# (params, tokens_BxT, positions_BxT=None, segments_BxT=None) -> logits; may carry
+# `.token_stats(params, inputs_BxT, targets_BxT, positions_BxT=None, segments_BxT=None)
+# -> (loss_BxT, correct_BxT)`
 ApplyFn = Callable[..., jax.Array]
 
-# Optional `apply` arguments a model may accept (keyword names of `ApplyFn`), and
+# Optional `apply` arguments a model may accept (packed rows need both: positions that
+# restart per segment, and segment ids that keep attention inside a segment), and
 # LAYER_OUTPUTS: `apply.layer_outputs(params, tokens_BxT) -> [L, B, T, D]` exists.
-POSITIONS, SHARED_PREFIX, LOGITS_AT = "positions", "shared_prefix", "logits_at"
+POSITIONS, SEGMENTS = "positions", "segments"
 LAYER_OUTPUTS = "layer_outputs"
 
 
@@ -37,9 +39,10 @@ class LanguageModel:
     """A model genjax can shard, train and monitor.
 
     - `init(seed) -> params`: a pure function; the trainer jits it into the params' shardings.
-    - `apply(params, tokens_BxT, positions_BxT=None, prefix=None, logits_at_BxK=None)`: float
-      logits [B, T, V] (or [B, K, V] at `logits_at_BxK`). A model that does not accept some of
-      the optional arguments says so in `supports`; it is then called with tokens only.
+    - `apply(params, tokens_BxT, positions_BxT=None, segments_BxT=None)`: float logits
+      [B, T, V]; segment ids (0: padding) confine attention to a packed sequence. A model
+      that does not accept the optional arguments says so in `supports`; it is then called
+      with tokens only.
     - `logical_axes(abstract_params)`: a pytree like params whose leaves are tuples of
       logical axis names (`()`: replicated); None reads Flax NNX `sharding` metadata from an
       `nnx.State`, or replicates everything else.
@@ -54,15 +57,16 @@ class LanguageModel:
 
 
 def make_apply(graphdef) -> ApplyFn:
-    """A pure `apply(params, tokens_BxT, positions_BxT=None, prefix=None, logits_at_BxK=None)
-    -> logits` for genjax's transformer (see `Transformer.__call__`), with
-    `apply.token_stats(params, inputs, targets)` for its chunked cross-entropy."""
+    """A pure `apply(params, tokens_BxT, positions_BxT=None, segments_BxT=None) -> logits`
+    for genjax's transformer (see `Transformer.__call__`), with `apply.token_stats(params,
+    inputs, targets, positions, segments)` for its chunked cross-entropy."""
 
-    def apply(params, tokens_BxT, positions_BxT=None, prefix=None, logits_at_BxK=None):
-        return nnx.merge(graphdef, params)(tokens_BxT, positions_BxT, prefix, logits_at_BxK)
+    def apply(params, tokens_BxT, positions_BxT=None, segments_BxT=None):
+        return nnx.merge(graphdef, params)(tokens_BxT, positions_BxT, segments_BxT)
 
-    def token_stats(params, inputs_BxT, targets_BxT):
-        return nnx.merge(graphdef, params).token_stats(inputs_BxT, targets_BxT)
+    def token_stats(params, inputs_BxT, targets_BxT, positions_BxT=None, segments_BxT=None):
+        return nnx.merge(graphdef, params).token_stats(inputs_BxT, targets_BxT, positions_BxT,
+                                                       segments_BxT)
 
     def layer_outputs(params, tokens_BxT):
         return nnx.merge(graphdef, params).layer_outputs(tokens_BxT)
@@ -71,14 +75,18 @@ def make_apply(graphdef) -> ApplyFn:
     return apply
 
 
-def token_stats(apply_fn: ApplyFn, params, inputs_BxT: jax.Array,
-                targets_BxT: jax.Array) -> tuple[jax.Array, jax.Array]:
+def token_stats(apply_fn: ApplyFn, params, inputs_BxT: jax.Array, targets_BxT: jax.Array,
+                positions_BxT: jax.Array | None = None,
+                segments_BxT: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """Per-token cross-entropy and argmax-correctness: the model's own chunked head when it
-    has one (`apply_fn.token_stats`), else from its full logits."""
+    has one (`apply_fn.token_stats`), else from its full logits. Positions and segment ids
+    (packed rows) are passed on only when given, so a tokens-only model works without them."""
+    extra = () if positions_BxT is None and segments_BxT is None else (positions_BxT,
+                                                                       segments_BxT)
     fused = getattr(apply_fn, "token_stats", None)
     if fused is not None:
-        return fused(params, inputs_BxT, targets_BxT)
-    return next_token_stats(apply_fn(params, inputs_BxT), targets_BxT)
+        return fused(params, inputs_BxT, targets_BxT, *extra)
+    return next_token_stats(apply_fn(params, inputs_BxT, *extra), targets_BxT)
 
 
 def _transformer(cfg: ModelConfig, seed: int, constrain: Constrain | None,
@@ -105,8 +113,7 @@ def transformer(cfg: ModelConfig, constrain: Constrain | None = None,
     graphdef, _ = abstract_model(cfg, constrain, attend)
     return LanguageModel(init=lambda seed: init_model(cfg, seed, constrain, attend)[1],
                          apply=make_apply(graphdef), flops_per_token=cfg.flops_per_token,
-                         supports=frozenset({POSITIONS, SHARED_PREFIX, LOGITS_AT,
-                                             LAYER_OUTPUTS}))
+                         supports=frozenset({POSITIONS, SEGMENTS, LAYER_OUTPUTS}))
 
 
 def from_nnx(make_module: Callable[[nnx.Rngs], nnx.Module],
@@ -115,7 +122,7 @@ def from_nnx(make_module: Callable[[nnx.Rngs], nnx.Module],
     """Any Flax NNX module `module(tokens_BxT) -> logits_BxTxV`, built by
     `make_module(nnx.Rngs(params=seed))`; parameters annotated with `sharding=(names...)` are
     sharded by the config's rules. `supports`: the optional `apply` arguments its `__call__`
-    takes (as keywords `positions_BxT`, `prefix`, `logits_at_BxK`)."""
+    takes (as keywords `positions_BxT`, `segments_BxT`)."""
     supports = frozenset(supports)
 
     def build(seed):  # sharding comes from the trainer's jit, not from eager placement
@@ -124,9 +131,9 @@ def from_nnx(make_module: Callable[[nnx.Rngs], nnx.Module],
 
     graphdef, _ = jax.eval_shape(lambda: build(0))
 
-    def apply(params, tokens_BxT, positions_BxT=None, prefix=None, logits_at_BxK=None):
+    def apply(params, tokens_BxT, positions_BxT=None, segments_BxT=None):
         module = nnx.merge(graphdef, params)
-        extra = {"positions_BxT": positions_BxT, "prefix": prefix, "logits_at_BxK": logits_at_BxK}
+        extra = {"positions_BxT": positions_BxT, "segments_BxT": segments_BxT}
         return module(tokens_BxT, **{k: v for k, v in extra.items() if v is not None})
 
     return LanguageModel(init=lambda seed: build(seed)[1], apply=apply,
@@ -148,7 +155,7 @@ def from_linen(module, seq_len: int,
         return jax.tree.map(tuple, specs,
                             is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
 
-    def apply(params, tokens_BxT, positions_BxT=None, prefix=None, logits_at_BxK=None):
+    def apply(params, tokens_BxT, positions_BxT=None, segments_BxT=None):
         return module.apply({"params": params}, tokens_BxT)
 
     return LanguageModel(init=lambda seed: nn.unbox(boxed(seed)), apply=apply,

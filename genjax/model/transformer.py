@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from genjax.model.attention import AttentionFn, SharedPrefix, make_attention
+from genjax.model.attention import AttentionFn, make_attention
 from genjax.model.loss import chunked_token_stats
 
 Constrain = Callable[[jax.Array, tuple[str | None, ...]], jax.Array]
@@ -128,7 +128,7 @@ class Attention(nnx.Module):
         self.cfg, self.constrain, self.attend = cfg, constrain, attend
 
     def __call__(self, x_BxTxD: jax.Array, positions_BxT: jax.Array,
-                 prefix: SharedPrefix | None) -> jax.Array:
+                 segments_BxT: jax.Array | None) -> jax.Array:
         ct = jnp.dtype(self.cfg.compute_dtype)
         q = jnp.einsum("btd,dnh->btnh", x_BxTxD, self.wq[...].astype(ct))
         k = jnp.einsum("btd,dkh->btkh", x_BxTxD, self.wk[...].astype(ct))
@@ -137,7 +137,7 @@ class Attention(nnx.Module):
                            ("batch", None, "heads", None))
         k = self.constrain(rope(k, positions_BxT, self.cfg.rope_theta),
                            ("batch", None, "kv_heads", None))
-        out_BxTxNxH = self.attend(q, k, v, prefix)
+        out_BxTxNxH = self.attend(q, k, v, segments_BxT)
         return jnp.einsum("btnh,nhd->btd", out_BxTxNxH, self.wo[...].astype(ct))
 
 
@@ -168,8 +168,8 @@ class Block(nnx.Module):
         self.mlp = MLP(cfg, rngs, constrain)
         self.constrain = constrain
 
-    def __call__(self, x_BxTxD, positions_BxT, prefix):
-        x_BxTxD = x_BxTxD + self.attn(self.attn_norm(x_BxTxD), positions_BxT, prefix)
+    def __call__(self, x_BxTxD, positions_BxT, segments_BxT):
+        x_BxTxD = x_BxTxD + self.attn(self.attn_norm(x_BxTxD), positions_BxT, segments_BxT)
         x_BxTxD = x_BxTxD + self.mlp(self.mlp_norm(x_BxTxD))
         return self.constrain(x_BxTxD, ("batch", None, "embed"))
 
@@ -200,15 +200,15 @@ class Transformer(nnx.Module):
         self.cfg, self.constrain = cfg, constrain
 
     def hidden(self, tokens_BxT: jax.Array, positions_BxT: jax.Array | None = None,
-               prefix: SharedPrefix | None = None) -> jax.Array:
+               segments_BxT: jax.Array | None = None) -> jax.Array:
         """Final-normed hidden states [B, T, D] in the compute dtype."""
-        return self.final_norm(self._trunk(tokens_BxT, positions_BxT, prefix)[0])
+        return self.final_norm(self._trunk(tokens_BxT, positions_BxT, segments_BxT)[0])
 
     def layer_outputs(self, tokens_BxT: jax.Array) -> jax.Array:
         """Every block's output (the residual stream after it), [L, B, T, D]."""
         return self._trunk(tokens_BxT, None, None, keep_layers=True)[1]
 
-    def _trunk(self, tokens_BxT, positions_BxT, prefix, keep_layers: bool = False):
+    def _trunk(self, tokens_BxT, positions_BxT, segments_BxT, keep_layers: bool = False):
         """(last residual stream [B, T, D], every block's output [L, B, T, D] or None)."""
         cfg, ct = self.cfg, jnp.dtype(self.cfg.compute_dtype)
         if positions_BxT is None:
@@ -219,7 +219,7 @@ class Transformer(nnx.Module):
         x_BxTxD = self.constrain(table_VxD[tokens_BxT], ("batch", None, "embed"))
 
         def apply_block(block_graph, block_state, x_BxTxD):
-            return nnx.merge(block_graph, block_state)(x_BxTxD, positions_BxT, prefix)
+            return nnx.merge(block_graph, block_state)(x_BxTxD, positions_BxT, segments_BxT)
 
         if cfg.remat != "none":
             apply_block = jax.checkpoint(apply_block, policy=remat_policy(cfg.remat),
@@ -253,20 +253,16 @@ class Transformer(nnx.Module):
         return self.constrain(logits_BxTxV, ("batch", None, "vocab"))
 
     def __call__(self, tokens_BxT: jax.Array, positions_BxT: jax.Array | None = None,
-                 prefix: SharedPrefix | None = None,
-                 logits_at_BxK: jax.Array | None = None) -> jax.Array:
-        """Logits [B, T, V], or [B, K, V] at the row positions `logits_at_BxK` only (scoring a
-        few tokens of a long row: the unembedding is then paid for K positions, not T)."""
-        x_BxTxD = self.hidden(tokens_BxT, positions_BxT, prefix)
-        if logits_at_BxK is not None:
-            x_BxTxD = jnp.take_along_axis(x_BxTxD, logits_at_BxK[..., None], axis=1)
-        return self.logits(x_BxTxD)
+                 segments_BxT: jax.Array | None = None) -> jax.Array:
+        """Logits [B, T, V]; with `segments_BxT`, each segment of a packed row attends only
+        to itself (pass its restarting `positions_BxT` too)."""
+        return self.logits(self.hidden(tokens_BxT, positions_BxT, segments_BxT))
 
-    def token_stats(self, inputs_BxT: jax.Array,
-                    targets_BxT: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def token_stats(self, inputs_BxT: jax.Array, targets_BxT: jax.Array,
+                    positions_BxT: jax.Array | None = None,
+                    segments_BxT: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         """(per-token cross-entropy, per-token argmax == target), float32 [B, T], computed
         `loss_chunk` positions at a time under remat: the forward keeps one chunk's
         [B, chunk, V] logits, the backward recomputes them chunk by chunk."""
-        x_BxTxD = self.hidden(inputs_BxT)
+        x_BxTxD = self.hidden(inputs_BxT, positions_BxT, segments_BxT)
         return chunked_token_stats(x_BxTxD, targets_BxT, self.logits, self.cfg.loss_chunk)
-

@@ -219,25 +219,23 @@ class KernelCost:
         return sum(self.calls.values())
 
 
-def mask_fractions(t: int, answer_len: int | None = None) -> tuple[float, float]:
+def mask_fractions(t: int) -> tuple[float, float]:
     """(visible fraction of the T x T square, fraction of its blocks that splash computes) of
-    the causal mask, or of the probes' SharedPrefix mask when `answer_len` is given."""
-    from genjax.model.attention import shared_prefix_mask, splash_block
+    the causal mask."""
+    from genjax.model.attention import splash_block
 
-    mask = (np.tril(np.ones((t, t), np.bool_)) if answer_len is None
-            else shared_prefix_mask(t, answer_len))
+    mask = np.tril(np.ones((t, t), np.bool_))
     b = splash_block(t)
     blocks = mask.reshape(t // b, b, t // b, b).any(axis=(1, 3))
     return float(mask.mean()), float(blocks.mean())
 
 
-def splash_kernel_cost(hlo_text: str, probe_answer_len: dict[int, int] | None = None
-                       ) -> KernelCost:
+def splash_kernel_cost(hlo_text: str) -> KernelCost:
     """Analytic FLOPs of the splash kernel calls in a compiled TPU program's HLO text (counted
     once per call site: compile with loops unrolled). Shapes come from each call's operand
-    layouts, q [B, N, T_q, H] then k [B, K, T_kv, H]; segmented calls (segment ids) are the
-    probes' SharedPrefix mask, whose answer length `probe_answer_len` gives by row length
-    (causal when it does not say), the others are causal."""
+    layouts, q [B, N, T_q, H] then k [B, K, T_kv, H]; every call's static mask is causal.
+    Segment ids (packed probe rows) mask more inside the blocks the causal mask keeps: their
+    visible FLOPs are counted as causal, an upper bound, and the blocks computed are the same."""
     cost = KernelCost()
     for m in _CUSTOM_CALL.finditer(hlo_text):
         kind = _SPLASH_NAME.match(m.group(1))
@@ -253,23 +251,12 @@ def splash_kernel_cost(hlo_text: str, probe_answer_len: dict[int, int] | None = 
             cost.other_calls += 1
             continue
         (*lead, n, tq, h), (*_, tk, _) = shapes[0], shapes[1]
-        answer_len = (probe_answer_len or {}).get(tq) if "segmented" in m.group(1) else None
-        visible, blocks = mask_fractions(tq, answer_len) if tq == tk else (1.0, 1.0)
+        visible, blocks = mask_fractions(tq) if tq == tk else (1.0, 1.0)
         full = SPLASH_MATMULS[kind.group(1)] * 2.0 * math.prod(lead) * n * tq * tk * h
         cost.calls[kind.group(1)] = cost.calls.get(kind.group(1), 0) + 1
         cost.flops += full * visible
         cost.block_flops += full * blocks
     return cost
-
-
-def _probe_answer_lens(hooks: Sequence[Any]) -> dict[int, int]:
-    """Row length -> answer slot length of the hooks' SharedPrefix rows (the probe hooks')."""
-    out = {}
-    for hook in hooks:
-        data = hook.data()
-        if isinstance(data, dict) and {"segment", "predictor"} <= data.keys():
-            out[np.shape(data["segment"])[1]] = np.shape(data["predictor"])[1] // 2
-    return out
 
 
 @contextlib.contextmanager
@@ -391,7 +378,7 @@ def compile_program(program, topology: Topology, unrolled: bool = False,
         bytes_accessed=float(cost.get("bytes accessed", 0.0)),
         est_compiler_seconds=float(optimal) if optimal and optimal > 0 else None,
         compile_seconds=seconds,
-        kernels=splash_kernel_cost(hlo, _probe_answer_lens(program.hooks)),
+        kernels=splash_kernel_cost(hlo),
         loops=len(re.findall(r" while\(", hlo)), unrolled=unrolled)
 
 
@@ -530,7 +517,8 @@ def _notes(config, sections: dict[str, dict[str, Any]],
                      f"step ({calls}; tpu_custom_call in the compiled HLO), which XLA's cost "
                      f"model gives no FLOPs or time: their FLOPs are counted analytically "
                      f"(fwd 2, dq 3, dkv 4 matmuls of 2*B*heads*T*T*head_dim, times the mask's "
-                     f"visible fraction: causal ~1/2, the probes' SharedPrefix mask its own), "
+                     f"visible fraction: causal ~1/2, also for packed rows, whose segment ids "
+                     f"mask more: an upper bound), "
                      f"{_si(w['est_kernel_flops_per_chip'], 'FLOP')} per chip, and their time "
                      f"added at an assumed fraction of peak: {_seconds(w['est_kernel_seconds'])}"
                      f" (an assumption, not a measurement)"

@@ -137,13 +137,14 @@ class TrainProgram:
                                 param_labels=layer_labels(abstract_params))
         self.hooks = list(hooks)
         check_capabilities(self.hooks, model)
-        self.monitor = Monitor(self.hooks, self.mesh, self.batch_axes)
+        self.monitor = Monitor(self.hooks, self.mesh, self.batch_axes,
+                               fuse=config.hooks.get("fuse_passes", True))
         self.schema = list(TRAIN_SCHEMA) + self.monitor.schema
         batch = shd.batch_sharding(self.mesh, self.rules)
         self.batch_shardings = {"inputs": batch, "targets": batch, "loss_mask": batch,
                                 "domain": shd.batch_sharding(self.mesh, self.rules, ndim=1)}
         self.state_shardings = self._state_shardings(abstract_params)
-        step_fn = make_train_step(self.apply_fn, self.tx, self.schedule, self.hooks,
+        step_fn = make_train_step(self.apply_fn, self.tx, self.schedule, self.monitor.units,
                                   config.train.grad_accum, loss_fn,
                                   skip_nonfinite=config.train.on_nonfinite == "skip")
         self.step_fn = jax.jit(

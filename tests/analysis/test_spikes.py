@@ -58,12 +58,15 @@ def test_primed_detector_continues_like_an_uninterrupted_one():
 def test_trainer_streams_spike_flags(tiny_config, tmp_path):
     c = tiny_config
     c.analysis.update(spike_window=8, spike_sigmas=2.0)
-    # unstable on purpose: plain SGD at lr 3 diverges, the loss jumps at step 11 (measured)
+    # unstable on purpose: plain SGD at lr 3 diverges (where depends on the machine's
+    # numerics: the loss jumped 9x at step 5 in one environment, at step 11 in another)
     c.optim.update(name="sgd", lr=3.0, clip_norm=1e6)
     c.train.steps = 12
     sink = MemorySink()
     Trainer(c, tmp_path, devices=jax.devices()[:1], sinks=[sink]).run()
-    assert sink.series("spikes/loss")[11] == 1
+    loss, flags = sink.series("train/loss"), sink.series("spikes/loss")
+    first = int(np.argmax(flags == 1))
+    assert flags[first] == 1 and loss[first] > 3 * loss[first - 1]  # a real jump is flagged
     for flag, source in (("spikes/loss", "train/loss"), ("spikes/grad_norm", "train/grad_norm")):
         np.testing.assert_array_equal(sink.series(flag),
                                       _reference(sink.series(source), 8, 2.0, 5))

@@ -90,8 +90,7 @@ def test_train_domain_and_heldout_hooks(evaluated):
     np.testing.assert_allclose(m["train_domains/accuracy"], train_acc, atol=TOL)
     counts = [batch["loss_mask"][batch["domain"] == d].sum() for d in range(n)]
     np.testing.assert_array_equal(m["train_domains/tokens"], counts)
-    heldout = trainer.program.monitor.host_data[[h.name for h in trainer.program.hooks]
-                                             .index("heldout")]
+    heldout = next(h for h in trainer.program.hooks if h.name == "heldout").rows
     held_loss, held_acc = per_domain_reference(trainer, params, heldout, n)
     np.testing.assert_allclose(m["heldout/loss"], held_loss, atol=TOL)
     np.testing.assert_allclose(m["heldout/accuracy"], held_acc, atol=TOL)
@@ -168,14 +167,14 @@ def test_every_n_without_recompiling(tiny_hooks_config, tmp_path):
 
 
 def test_probe_hook_with_splash_kernels_matches(evaluated):
-    """The shared-prompt scoring through splash kernels (Pallas interpreter on CPU, rows
-    left-padded to 128) equals the XLA-attention hook, which equals separate plain passes."""
+    """The packed scoring through splash kernels (Pallas interpreter on CPU, rows of 128
+    tokens) equals the XLA-attention hook, which equals separate plain passes."""
     from genjax.model import abstract_model, make_apply, make_attention
 
     trainer, params, _, m = evaluated
     xla_hook = next(h for h in trainer.program.hooks if isinstance(h, ProbeHook))
     hook = ProbeHook(xla_hook.items, trainer.data.tokenizer, length_multiple=128)
-    assert hook.encoded["tokens"].shape[1] % 128 == 0
+    assert hook.packed["inputs"].shape[1] % 128 == 0
     splash = make_attention("splash", interpret=True)
     graphdef, _ = abstract_model(trainer.program.model_cfg, attend=splash)
     out = jax.jit(lambda p, d: hook.compute(p, make_apply(graphdef), d, None))(

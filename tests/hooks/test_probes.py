@@ -7,13 +7,7 @@ import numpy as np
 import pytest
 
 from genjax.data.tokenizers import ByteTokenizer
-from genjax.hooks.probes import (
-    ProbeError,
-    encode_items,
-    item_answers,
-    load_probe_file,
-    probe_mask,
-)
+from genjax.hooks.probes import ProbeError, item_answers, load_probe_file, pack_items
 
 DEMOS = [{"split": "demo", "prompt": f"q{i}", "answer": f"a{i}", "label": i % 2}
          for i in range(6)]
@@ -92,23 +86,29 @@ def test_malformed_probe_file_from_cli(tmp_path):
     assert f"{f}:2: invalid JSON" in r.stderr
 
 
-def test_shared_context_layout_and_mask():
+def test_packed_layout():
+    """Each answer is its own sequence `context + answer` (inputs, next-token targets), packed
+    first-fit into rows, positions restarting, the loss mask on the answer predictions."""
     from genjax.data.sources import ProbeItem
 
-    items = [ProbeItem("f", "ab", "xy", "z"), ProbeItem("f", "abcd", "x", "zz")]
-    enc = encode_items(items, ByteTokenizer())
     tok = ByteTokenizer()
-    # context "ab " is left-padded to the longest context "abcd " (5 tokens)
-    assert list(enc["tokens"][0, 2:5]) == tok.encode("ab ")
-    assert list(enc["tokens"][0, 5:7]) == tok.encode("xy")
-    assert list(enc["tokens"][0, 7:8]) == tok.encode("z")
-    assert list(enc["positions"][0, 5:7]) == [3, 4] and enc["positions"][0, 7] == 3
-    assert enc["predictor"].shape == (2, 4)  # the answer region: 2 x the longest answer
-    assert list(enc["predictor"][0, 0:2]) == [4, 5] and enc["predictor"][0, 2] == 4
-    mask = np.asarray(probe_mask(enc["segment"]))[0]
-    assert mask[7, 2:5].all() and not mask[7, 5:7].any()  # incorrect sees context, not correct
-    assert mask[6, 5] and not mask[5, 6]  # causal inside an answer
-    assert not mask[3, 0]  # context does not see padding
+    items = [ProbeItem("f", "ab", "xy", "z"), ProbeItem("f", "abcd", "x", "zz")]
+    p = pack_items(items, tok, row_len=12)
+    # sequences (slot: tokens): 0 "ab xy" (4 after the shift), 1 "ab z" (3), 2 "abcd x" (5),
+    # 3 "abcd zz" (6); first fit into rows of 12: row 0 holds 0, 1, 2; row 1 holds 3
+    assert p["inputs"].shape == (2, 12)
+    assert list(p["segments"][0]) == [1] * 4 + [2] * 3 + [3] * 5
+    assert list(p["segments"][1]) == [1] * 6 + [0] * 6
+    assert list(p["slot"][0]) == [0] * 4 + [1] * 3 + [2] * 5
+    seq = tok.encode("ab xy")
+    assert list(p["inputs"][0, :4]) == seq[:-1] and list(p["targets"][0, :4]) == seq[1:]
+    assert list(p["positions"][0]) == [0, 1, 2, 3, 0, 1, 2, 0, 1, 2, 3, 4]
+    # the loss mask covers the positions predicting answer tokens: "xy" after "ab " (3 tokens)
+    assert list(p["loss_mask"][0, :4]) == [0, 0, 1, 1]
+    assert list(p["loss_mask"][0, 4:7]) == [0, 0, 1]
+    assert p["loss_mask"][1].sum() == 2
+    # a sequence longer than row_len: rows of the longest's length, rounded up
+    assert pack_items(items, tok, row_len=4, length_multiple=8)["inputs"].shape[1] == 8
 
 
 # ------------------------------------------------------------- scoring cannot be won by length
@@ -136,10 +136,10 @@ def hook_scores(items, tokenizer, logits, bigram: bool):
     hook = ProbeHook(items, tokenizer)
     table = jnp.asarray(logits, jnp.float32)
 
-    def apply_fn(params, tokens, positions=None, shared_prefix=None, logits_at=None):
-        if bigram:  # the logits at each answer position follow the token before it
-            return table[jnp.take_along_axis(tokens, logits_at, axis=1)]
-        return jnp.broadcast_to(table, logits_at.shape + table.shape)
+    def apply_fn(params, tokens, positions=None, segments=None):
+        if bigram:  # the logits at each position follow the token there
+            return table[tokens]
+        return jnp.broadcast_to(table, tokens.shape + table.shape)
 
     out = hook.compute(None, apply_fn, jax.tree.map(jnp.asarray, hook.data()), None)
     return hook.families, np.asarray(out["probes/accuracy"]), np.asarray(out["probes/logp_margin"])
@@ -188,9 +188,9 @@ def test_answers_are_scored_with_their_terminator():
     assert prefix_items([bare, joined, eos], tok) == [0]
     assert answer_tokens(tok, "the dog", "run", "\n")[1] == tok.encode("run\n")
     assert answer_tokens(tok, "the dog", "run", "", True)[1] == tok.encode("run") + [tok.eos_id]
-    enc = encode_items([joined], tok)
-    answers = enc["tokens"][0, -2 * 5:]  # the answer region: 2 x the longest answer (5)
-    assert tok.decode(answers[:5]) == "runs\n" and tok.decode(answers[5:9]) == "run\n"
+    p = pack_items([joined], tok)
+    scored = p["targets"][p["loss_mask"] > 0]  # the answer tokens, correct then incorrect
+    assert tok.decode(scored) == "runs\nrun\n"
 
 
 def test_builtin_families_use_the_domains_joiner_as_terminator(tiny_config):

@@ -1,5 +1,5 @@
 """genjax.model.attention: the splash kernels (Pallas interpreter on CPU) against the XLA path,
-the shared-prefix probe mask, and a compile-only splash program for a TPU topology."""
+segment ids (packed rows), and a compile-only splash program for a TPU topology."""
 
 import importlib.util
 import os
@@ -11,18 +11,7 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from genjax.model.attention import (
-    SEG_CONTEXT,
-    SEG_CORRECT,
-    SEG_INCORRECT,
-    SEG_PAD,
-    SharedPrefix,
-    make_attention,
-    probe_mask,
-    resolve,
-    shared_prefix_mask,
-    splash_block,
-)
+from genjax.model.attention import make_attention, resolve, segment_mask, splash_block
 from genjax.sharding import make_mesh
 
 # Before anything in this session loads libtpu (see tests/tpu/test_compile.py).
@@ -42,15 +31,17 @@ def qkv(b=2, t=256, n=4, kv=2, h=32, dtype=jnp.float32, seed=0):
             jax.random.normal(kv_, (b, t, kv, h), dtype))
 
 
-def probe_segments(b: int, t: int, answer_len: int, seed: int = 0) -> np.ndarray:
-    """Rows [left pads | context | correct + pads | incorrect + pads] of random lengths."""
+def packed_segments(b: int, t: int, seed: int = 0) -> np.ndarray:
+    """Rows of consecutive segments 1, 2, ... of random lengths, then padding (segment 0)."""
     rng = np.random.default_rng(seed)
     seg = np.zeros((b, t), np.int32)
-    lp = t - 2 * answer_len
     for i in range(b):
-        seg[i, rng.integers(0, lp):lp] = SEG_CONTEXT
-        seg[i, lp:lp + rng.integers(1, answer_len + 1)] = SEG_CORRECT
-        seg[i, lp + answer_len:lp + answer_len + rng.integers(1, answer_len + 1)] = SEG_INCORRECT
+        start, sid = 0, 1
+        end = rng.integers(t // 2, t + 1)
+        while start < end:
+            n = int(rng.integers(1, t // 3))
+            seg[i, start:min(start + n, end)] = sid
+            start, sid = start + n, sid + 1
     return seg
 
 
@@ -78,46 +69,56 @@ def test_splash_block_sizes():
         make_attention("splash", interpret=True)(q, k, v)
 
 
-def test_probe_mask_semantics():
-    """probe_mask (moved from genjax.hooks.probes, still importable there) against a loop."""
-    from genjax.hooks import probes
-
-    assert probes.probe_mask is probe_mask and probes.SEG_CORRECT == SEG_CORRECT
-    seg = probe_segments(3, 24, 5, seed=1)
-    mask = np.asarray(probe_mask(jnp.asarray(seg)))
+def test_segment_mask_semantics():
+    seg = packed_segments(3, 24, seed=1)
+    mask = np.asarray(segment_mask(jnp.asarray(seg)))
     for b, row in enumerate(seg):
         for i, sq in enumerate(row):
             for j, sk in enumerate(row):
-                want = i == j or (j <= i and (sk == SEG_CONTEXT or (sk == sq != SEG_PAD)))
-                assert mask[b, i, j] == want, (b, i, j)
+                assert mask[b, i, j] == (j <= i and sk == sq), (b, i, j)
 
 
-def test_splash_static_mask_matches_probe_mask():
-    """Splash's static mask AND same pad-or-not segment id == probe_mask on non-pad queries."""
-    t, a = 40, 7
-    static = shared_prefix_mask(t, a)
-    seg = probe_segments(16, t, a, seed=2)
-    full = np.asarray(probe_mask(jnp.asarray(seg)))
-    ids = seg != SEG_PAD
-    splash = static[None] & (ids[:, :, None] == ids[:, None, :])
-    np.testing.assert_array_equal(splash[ids], full[ids])
-    assert splash[:, np.arange(t), np.arange(t)].all()  # no query row is fully masked
-
-
-def test_xla_shared_prefix_matches_masked_softmax():
-    """The xla SharedPrefix path == softmax(q k^T / sqrt(H) masked by probe_mask) v, GQA."""
-    b, t, n, kv, h, a = 2, 32, 4, 2, 8, 6
+def test_xla_segments_match_masked_softmax():
+    """The xla segment-id path == softmax(q k^T / sqrt(H) masked by segment_mask) v, GQA."""
+    b, t, n, kv, h = 2, 32, 4, 2, 8
     q, k, v = qkv(b, t, n, kv, h)
-    seg = probe_segments(b, t, a, seed=3)
-    out = make_attention("xla")(q, k, v, SharedPrefix(jnp.asarray(seg), a))
-    mask = np.asarray(probe_mask(jnp.asarray(seg)))
+    seg = packed_segments(b, t, seed=3)
+    out = make_attention("xla")(q, k, v, jnp.asarray(seg))
+    mask = np.asarray(segment_mask(jnp.asarray(seg)))
     qn, kn, vn = (np.asarray(x, np.float64) for x in (q, k, v))
     kn, vn = np.repeat(kn, n // kv, axis=2), np.repeat(vn, n // kv, axis=2)
     logits = np.einsum("btnh,bsnh->bnts", qn, kn) / np.sqrt(h)
     logits = np.where(mask[:, None], logits, -np.inf)
     p = np.exp(logits - logits.max(-1, keepdims=True))
     want = np.einsum("bnts,bsnh->btnh", p / p.sum(-1, keepdims=True), vn)
-    np.testing.assert_allclose(np.asarray(out), want, atol=1e-6)  # measured: 3.1e-7
+    np.testing.assert_allclose(np.asarray(out), want, atol=1e-6)
+
+
+def test_packed_segments_equal_separate_sequences():
+    """Each segment of a packed row, its positions restarted, gives what that sequence gives
+    alone: the model's logits on every token of every segment."""
+    from genjax.model import ModelConfig, init_model, make_apply
+
+    cfg = ModelConfig(vocab_size=50, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
+                      head_dim=8, d_ff=64)
+    graphdef, params = init_model(cfg, 0)
+    apply = make_apply(graphdef)
+    rng = np.random.default_rng(0)
+    lengths = [5, 9, 3, 7]
+    seqs = [rng.integers(1, 50, n).astype(np.int32) for n in lengths]
+    row, seg, pos = np.zeros((1, 32), np.int32), np.zeros((1, 32), np.int32), \
+        np.zeros((1, 32), np.int32)
+    start = 0
+    for i, s_ in enumerate(seqs):
+        row[0, start:start + len(s_)], seg[0, start:start + len(s_)] = s_, i + 1
+        pos[0, start:start + len(s_)] = np.arange(len(s_))
+        start += len(s_)
+    packed = np.asarray(apply(params, row, pos, seg))[0]
+    start = 0
+    for s_ in seqs:
+        alone = np.asarray(apply(params, s_[None]))[0]
+        np.testing.assert_allclose(packed[start:start + len(s_)], alone, atol=2e-6)
+        start += len(s_)
 
 
 def test_splash_interpret_causal_and_grads_match_xla():
@@ -134,16 +135,13 @@ def test_splash_interpret_causal_and_grads_match_xla():
         np.testing.assert_allclose(g, w, atol=GRAD_ATOL, err_msg=f"d{name}")
 
 
-def test_splash_interpret_shared_prefix_matches_xla():
+def test_splash_interpret_segments_match_xla():
     q, k, v = qkv()
-    a = 40
-    seg = probe_segments(2, 256, a, seed=4)
-    prefix = SharedPrefix(jnp.asarray(seg), a)
-    got = jax.jit(make_attention("splash", interpret=True))(q, k, v, prefix)
-    want = make_attention("xla")(q, k, v, prefix)
-    keep = seg != SEG_PAD
+    seg = jnp.asarray(packed_segments(2, 256, seed=4))
+    got = jax.jit(make_attention("splash", interpret=True))(q, k, v, seg)
+    want = make_attention("xla")(q, k, v, seg)
     assert np.isfinite(np.asarray(got)).all()
-    np.testing.assert_allclose(np.asarray(got)[keep], np.asarray(want)[keep], atol=FWD_ATOL)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=FWD_ATOL)
 
 
 def test_splash_interpret_sharded_matches_xla():
@@ -151,14 +149,11 @@ def test_splash_interpret_sharded_matches_xla():
     heads over tensor (N=4, K=2: one kv head and its two query heads per shard)."""
     mesh = make_mesh(dict(data=2, fsdp=2, tensor=2))
     q, k, v = qkv(b=4)
-    a = 40
-    seg = probe_segments(4, 256, a, seed=5)
-    prefix = SharedPrefix(jnp.asarray(seg), a)
+    seg = jnp.asarray(packed_segments(4, 256, seed=5))
     attn = make_attention("splash", mesh=mesh, rules=RULES, interpret=True)
-    got = jax.jit(attn)(q, k, v, prefix)
-    want = make_attention("xla")(q, k, v, prefix)
-    keep = seg != SEG_PAD
-    np.testing.assert_allclose(np.asarray(got)[keep], np.asarray(want)[keep], atol=FWD_ATOL)
+    got = jax.jit(attn)(q, k, v, seg)
+    want = make_attention("xla")(q, k, v, seg)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=FWD_ATOL)
     assert got.sharding.is_equivalent_to(
         NamedSharding(mesh, P(("data", "fsdp"), None, "tensor", None)), 4)
 
@@ -177,12 +172,12 @@ def test_cudnn_dtype_and_host():
 @pytest.mark.filterwarnings("ignore:Error reading persistent compilation cache entry:UserWarning")
 def test_splash_compiles_for_tpu_topology():
     """Compile-only for v5e:2x2 from this CPU host: splash forward + backward (causal) and the
-    SharedPrefix forward in one program; output shape and sharding as the XLA path's."""
+    segment-id forward in one program; output shape and sharding as the XLA path's."""
     from genjax.tpu import compile as tc
 
     mesh = make_mesh(dict(data=1, fsdp=2, tensor=2),
                      tc.topology_devices(tc.parse_topology("v5e:2x2")))
-    b, t, n, kv, h, a = 4, 256, 4, 2, 128, 40
+    b, t, n, kv, h = 4, 256, 4, 2, 128
     spec = NamedSharding(mesh, P(("data", "fsdp"), None, "tensor", None))
     args = (jax.ShapeDtypeStruct((b, t, n, h), jnp.bfloat16, sharding=spec),
             jax.ShapeDtypeStruct((b, t, kv, h), jnp.bfloat16, sharding=spec),
@@ -192,7 +187,7 @@ def test_splash_compiles_for_tpu_topology():
     def program(attn):
         def f(q, k, v, seg):
             out, vjp = jax.vjp(attn, q, k, v)
-            return out, vjp(out), attn(q, k, v, SharedPrefix(seg, a))
+            return out, vjp(out), attn(q, k, v, seg)
         return jax.jit(f).lower(*args).compile()
 
     splash = program(make_attention("splash", mesh=mesh, rules=RULES))

@@ -129,7 +129,7 @@ def test_linen_model_trains_with_the_trainer(tiny_hooks_config, tmp_path):
 def test_probe_hook_refuses_a_model_without_its_arguments(tiny_hooks_config):
     c = tiny_hooks_config
     with pytest.raises(HookError, match="hook 'probes' needs a model whose apply takes "
-                                        "logits_at, positions, shared_prefix"):
+                                        "positions, segments"):
         TrainProgram(c, model=from_nnx(MlpLM), devices=jax.devices()[:1])
 
 

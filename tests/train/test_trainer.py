@@ -12,9 +12,9 @@ from genjax.train.trainer import Trainer
 from tests.conftest import CONFIGS
 
 # float32 on CPU: reductions split over 8 shards reorder sums. Measured over 8 steps with every
-# hook: metrics differ by at most 5.7e-6 (a summed probe log-prob), params by 9e-8.
+# hook: metrics differ by at most 7.6e-6 (a summed probe log-prob), params by 1.9e-6.
 SHARDED_TOL = 1e-5
-PARAMS_TOL = 2e-6  # 1.3e-6 measured since warmup's first update is no longer a no-op
+PARAMS_TOL = 3e-6
 
 
 def run(config, workdir, devices=1, stop_after=None, sinks=()):
@@ -26,12 +26,14 @@ def run(config, workdir, devices=1, stop_after=None, sinks=()):
 def test_sharded_hooks_match_single_device(tiny_hooks_config, tmp_path):
     """8 devices (data x fsdp = 4) with hook row counts that 4 does not divide, hooks in
     micro-batches of 4 rows, against 1 device evaluating all rows at once: every metric of
-    every step, the gradient norm (no clipping to hide its scale) and the final params."""
+    every step, the gradient norm (no clipping to hide its scale) and the final params. The
+    held-out and memorization rows share one pass (`tests/hooks/test_fused.py` shards one
+    with the probes too)."""
     c = tiny_hooks_config
     c.train.steps = 8  # 6 steps after the 2 warmup steps
     c.optim.clip_norm = 1e6
     c.hooks.probes.builtin_items = 7
-    c.hooks.memorization.examples = 5
+    c.hooks.memorization.examples = 6  # 12 rows; with the 6 held-out rows: 18 in one pass
     c.hooks.attribution.enabled = c.hooks.norms.enabled = True
     c.hooks.attribution.train_cosines = True
     c.hooks.attribution.rows_per_domain = 3  # 9 rows: padded per domain to 12 on 4 shards
@@ -40,11 +42,15 @@ def test_sharded_hooks_match_single_device(tiny_hooks_config, tmp_path):
     c.mesh.update(data=2, fsdp=2, tensor=2)
     c.hooks.micro_batch = 4
     trainer = Trainer(c, tmp_path / "eight", sinks=[eight])
-    rows = {h.name: len(jax.tree.leaves(h.data())[0]) for h in trainer.program.hooks
-            if jax.tree.leaves(h.data())}
+    units = {u.name: u for u in trainer.program.monitor.units}
+    fused = units["heldout+memorization"]
+    # (the probes' packed rows, one sequence per row at these lengths, come in multiples of 8)
+    unpadded = {"fused pass": sum(len(m.token_rows()["inputs"]) for m in fused.members),
+                "attribution": 9}
+    rows = {"fused pass": len(fused.data()["pass"]["inputs"]),
+            "attribution": len(jax.tree.leaves(units["attribution"].data())[0])}
     sharded = trainer.run()
-    unpadded = {"heldout": 6, "probes": 21, "memorization": 6, "attribution": 9}
-    assert all(n % 4 for n in unpadded.values())
+    assert all(n % 4 for n in unpadded.values()), unpadded
     assert all(rows[k] > n and rows[k] % 4 == 0 for k, n in unpadded.items()), rows
     for data in trainer.hook_data:  # every row array split over data x fsdp, none replicated
         for x in jax.tree.leaves(data):
