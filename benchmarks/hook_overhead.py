@@ -348,7 +348,7 @@ def pass_fusion(size: str, items: int, rounds: int, steps: int, devices: Sequenc
     data = build_data(config)
     set_probe_items(config, data, items)
     programs = {}
-    for name, fuse in (("fused_pass", True), ("pass_per_hook", False)):
+    for name, fuse in (("fused_pass", "on"), ("pass_per_hook", "off")):
         config.hooks.fuse_passes = fuse
         programs[name] = TrainProgram(config, data=data, devices=devices)
     params = programs["fused_pass"].init_state().params

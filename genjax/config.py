@@ -91,7 +91,7 @@ def base_config() -> ConfigDict:
     c.hooks = ConfigDict(
         dict(
             micro_batch=0,  # eval rows per hook micro-batch (0: the train micro-batch)
-            fuse_passes=True,  # held-out, memorization and probe rows in one forward pass
+            fuse_passes="auto",  # auto | on | off: eval rows in one forward pass (auto: not CPU)
             heldout=ConfigDict(dict(enabled=False, every=1, batches=1, batch_size=0,
                                     min_tokens=256, min_documents=5,
                                     on_small="warn")),  # warn | error
@@ -192,8 +192,8 @@ DESCRIPTIONS = {
     "log.every": "steps between progress lines",
     "log.progress": "auto | bar | lines | none",
     "hooks.micro_batch": "eval rows per hook micro-batch (0: the train micro-batch)",
-    "hooks.fuse_passes": "run the held-out, memorization and probe rows in one forward pass "
-                         "(the weights are read once; metrics are the same)",
+    "hooks.fuse_passes": "auto | on | off: the held-out, memorization and probe rows in one "
+                         "forward pass (weights read once, same metrics); auto: on except CPU",
     "hooks.heldout.enabled": "held-out loss/accuracy per domain and the train-vs-held-out gap",
     "hooks.heldout.every": "steps between held-out evaluations (NaN on other steps)",
     "hooks.heldout.batches": "held-out batches evaluated",
@@ -346,7 +346,8 @@ _CHOICES = {"model.param_dtype": ("float32", "bfloat16"),
             "hooks.probes.sampling": ("none", "random", "ordered", "balanced"),
             "hooks.probes.terminator": ("joiner", "eos", "none"),
             "hooks.heldout.on_small": ("warn", "error"),
-            "hooks.predictors.source": ("heldout", "probes")}
+            "hooks.predictors.source": ("heldout", "probes"),
+            "hooks.fuse_passes": ("auto", "on", "off")}
 
 
 def lookup(config: Any, key: str) -> Any:

@@ -10,8 +10,10 @@ which would otherwise skip predicting where it ends). Each answer is its own seq
 train rows', so that the probes share one forward pass with the held-out rows, see
 `genjax.hooks.fused`): segment ids keep each sequence's attention to itself and its positions
 restart, so each answer is scored exactly as in a plain pass over it alone. The context is
-computed twice (once per answer): that costs FLOPs (about 1% of a llama_1b step) but lets every
-attention kernel run its plain causal mask with segment ids.
+computed twice (once per answer): that costs FLOPs (llama_1b's 160 built-in items fill 7 rows
+of 2,048 tokens, a forward of 0.7% of its train step's FLOPs) but lets every attention kernel,
+splash included, run its plain causal mask with segment ids, and packing leaves no row padded
+to the longest context.
 """
 
 from __future__ import annotations

@@ -460,6 +460,7 @@ def _cost_section(cost: ProgramCost, whole_flops: float | None, chips: int, peak
         "est_step_seconds": est_seconds,
         "est_step_seconds_source": source,
         "est_xla_seconds": xla_seconds,
+        "est_compiler_seconds": est.est_compiler_seconds,  # optimal_seconds (None: unusable)
         "est_kernel_seconds": kernel_seconds,
         "est_roofline_seconds": xla_roofline + kernel_seconds,
         "est_mfu": (model_flops / chips / (est_seconds * peak) if est_seconds and est_seconds > 0
@@ -474,14 +475,17 @@ def _cost_section(cost: ProgramCost, whole_flops: float | None, chips: int, peak
     }
 
 
-def _hook_shares(hooks: Sequence[Any], sections: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _hook_shares(hooks: Sequence[Any], units: Sequence[Any],
+                 sections: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """(with - without) / with, per chip: FLOPs from the whole-program count when there is one
-    (the compiled counts can miss split matmuls), bytes and time from the compiled programs."""
+    (the compiled counts can miss split matmuls), bytes and time from the compiled programs.
+    `units`: the hooks as they run (eval hooks sharing a pass joined by "+")."""
     w, wo = sections["with_hooks"], sections.get("without_hooks", {})
     flops_key = ("est_program_flops_per_chip" if w["est_program_flops_per_chip"]
                  else "est_flops_per_chip")
     return {
         "names": [h.name for h in hooks],
+        "units": [u.name for u in units],
         "est_flops_share": _share(w[flops_key], wo.get(flops_key)),
         "est_bytes_accessed_share": _share(w["est_bytes_accessed_per_chip"],
                                            wo.get("est_bytes_accessed_per_chip")),
@@ -527,6 +531,13 @@ def _notes(config, sections: dict[str, dict[str, Any]],
         if w["other_custom_calls"]:
             notes.append(f"kernels: {w['other_custom_calls']} other tpu_custom_calls have no "
                          f"FLOPs or time in these estimates")
+    optimal = {name.replace("_", " "): sec.get("est_compiler_seconds")
+               for name, sec in sections.items()}
+    if any(optimal.values()) and not all(optimal.values()):
+        said = ", ".join(f"{k} {_seconds(v) if v else 'none (absent or not positive)'}"
+                         for k, v in optimal.items())
+        notes.append(f"time: XLA's optimal_seconds ({said}) is not usable for every program, "
+                     f"so all are timed by the roofline, to compare like with like")
     for name, section in sections.items():
         compiled, even = section["est_flops_per_chip"], section["est_program_flops_per_chip"]
         what = name.replace("_", " ")
@@ -635,7 +646,7 @@ def compile_report(config, topology: Topology, hooks: Sequence[Any] | None = Non
     sections = {"with_hooks": section(cost, est_cost, with_hooks.hooks)}
     if bare_cost is not None:
         sections["without_hooks"] = section(bare_cost, est_bare, [])
-    shares = _hook_shares(with_hooks.hooks, sections)
+    shares = _hook_shares(with_hooks.hooks, with_hooks.monitor.units, sections)
     mem = {"params": params_bytes, "optimizer_state": opt_bytes,
            "hook_data": bytes_per_chip(with_hooks.abstract_args()[2]),
            "other_inputs": cost.argument_bytes - params_bytes - opt_bytes,
@@ -749,7 +760,9 @@ def format_report(report: dict[str, Any]) -> str:
         f"{_si(report['chip']['peak_flops'], 'FLOP/s')} ({report['chip']['peak_flops_source']}),"
         f" HBM {_si(report['chip']['hbm_bytes_per_s'], 'B/s')}; splash kernels at "
         f"{report['kernel_efficiency']:.0%} of peak (assumed: --kernel_efficiency)",
-        f"hooks: {', '.join(hooks['names']) or 'none enabled (config.hooks.*.enabled)'}",
+        f"hooks: {', '.join(hooks['names']) or 'none enabled (config.hooks.*.enabled)'}"
+        + (f" (run as: {', '.join(hooks['units'])})"
+           if hooks.get("units", hooks["names"]) != hooks["names"] else ""),
     ]
     lines += [f"note: {n}" for n in report["notes"]]
     return "\n".join(lines)

@@ -29,6 +29,7 @@ from genjax.analysis.spikes import SPIKE_SCHEMA, WATCHED, SpikeDetector
 from genjax.config import ConfigDict, validate
 from genjax.data import Data, DataError, build_data
 from genjax.hooks.base import Hook, MetricSpec, check_capabilities
+from genjax.hooks.fused import fuse_setting
 from genjax.hooks.layers import layer_labels
 from genjax.hooks.monitor import Monitor
 from genjax.model import LanguageModel, ModelConfig, attention, transformer
@@ -137,8 +138,8 @@ class TrainProgram:
                                 param_labels=layer_labels(abstract_params))
         self.hooks = list(hooks)
         check_capabilities(self.hooks, model)
-        self.monitor = Monitor(self.hooks, self.mesh, self.batch_axes,
-                               fuse=config.hooks.get("fuse_passes", True))
+        self.monitor = Monitor(self.hooks, self.mesh, self.batch_axes, fuse=fuse_setting(
+            config.hooks.get("fuse_passes", "auto"), self.mesh.devices.flat[0].platform))
         self.schema = list(TRAIN_SCHEMA) + self.monitor.schema
         batch = shd.batch_sharding(self.mesh, self.rules)
         self.batch_shardings = {"inputs": batch, "targets": batch, "loss_mask": batch,

@@ -50,22 +50,22 @@ def test_one_pass_equals_one_pass_per_hook(tiny_hooks_config, tmp_path):
     same params."""
     c = tiny_with_fusable_probes(tiny_hooks_config)
     sinks, runs = {}, {}
-    for fuse_passes in (True, False):
+    for fuse_passes in ("on", "off"):
         c.hooks.fuse_passes = fuse_passes
         sinks[fuse_passes] = MemorySink()
-        trainer = Trainer(c, tmp_path / str(fuse_passes), devices=jax.devices()[:1],
+        trainer = Trainer(c, tmp_path / fuse_passes, devices=jax.devices()[:1],
                           sinks=[sinks[fuse_passes]])
         units = [u.name for u in trainer.program.monitor.units]
         runs[fuse_passes] = trainer.run()
-        assert ("heldout+probes+memorization" in units) == fuse_passes, units
-    fused, separate = sinks[True], sinks[False]
+        assert ("heldout+probes+memorization" in units) == (fuse_passes == "on"), units
+    fused, separate = sinks["on"], sinks["off"]
     for spec in fused.schema:
         got, want = fused.series(spec.name), separate.series(spec.name)
         assert np.isfinite(want).any(), spec.name
         # measured: identical (0.0) on this CPU; the rows' matmuls are row-independent
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-6, err_msg=spec.name)
-    for a, b in zip(jax.tree.leaves(jax.device_get(runs[True].state.params)),
-                    jax.tree.leaves(jax.device_get(runs[False].state.params)), strict=True):
+    for a, b in zip(jax.tree.leaves(jax.device_get(runs["on"].state.params)),
+                    jax.tree.leaves(jax.device_get(runs["off"].state.params)), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -75,9 +75,9 @@ def test_sharded_fused_pass_equals_one_device_pass_per_hook(tiny_hooks_config, t
     c = tiny_with_fusable_probes(tiny_hooks_config, seq_len=96)  # two probe sequences a row
     c.hooks.probes.builtin_items = 7
     one, eight = MemorySink(), MemorySink()
-    c.hooks.fuse_passes = False
+    c.hooks.fuse_passes = "off"
     Trainer(c, tmp_path / "one", devices=jax.devices()[:1], sinks=[one]).run()
-    c.hooks.fuse_passes = True
+    c.hooks.fuse_passes = "on"
     c.mesh.update(data=2, fsdp=2, tensor=2)
     c.hooks.micro_batch = 4
     trainer = Trainer(c, tmp_path / "eight", sinks=[eight])
@@ -94,3 +94,10 @@ def test_sharded_fused_pass_equals_one_device_pass_per_hook(tiny_hooks_config, t
         # measured: at most 7.6e-6 (a summed probe log-prob), as in tests/train's sharded test
         np.testing.assert_allclose(eight.series(spec.name), one.series(spec.name), rtol=0,
                                    atol=1e-5, err_msg=spec.name)
+
+
+def test_fuse_setting():
+    from genjax.hooks.fused import fuse_setting
+
+    assert [fuse_setting("auto", p) for p in ("cpu", "tpu", "gpu")] == [False, True, True]
+    assert fuse_setting("on", "cpu") and not fuse_setting("off", "tpu")

@@ -252,6 +252,21 @@ def test_notes_flag_undercounted_and_replicated_flops():
                          {"est_bytes_accessed_share": None})) == 1
 
 
+def test_notes_say_when_optimal_seconds_is_not_usable_for_every_program():
+    config = tiny()
+    section = lambda optimal: {"est_flops_per_chip": 1.0, "est_program_flops_per_chip": 1.0,
+                               "est_compiler_seconds": optimal}
+    shares = {"est_bytes_accessed_share": 0.1}
+    notes = tc._notes(config, {"with_hooks": section(None), "without_hooks": section(2.5)},
+                      shares)
+    said = [n for n in notes if "optimal_seconds" in n]
+    assert said == ["time: XLA's optimal_seconds (with hooks none (absent or not positive), "
+                    "without hooks 2.5 s) is not usable for every program, so all are timed "
+                    "by the roofline, to compare like with like"]
+    both = {"with_hooks": section(3.0), "without_hooks": section(2.5)}
+    assert not [n for n in tc._notes(config, both, shares) if "optimal_seconds" in n]
+
+
 @needs_libtpu
 def test_tpu_estimates_benchmark(tmp_path, capsys, monkeypatch):
     monkeypatch.syspath_prepend(str(CONFIGS.parent / "benchmarks"))

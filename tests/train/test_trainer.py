@@ -37,6 +37,7 @@ def test_sharded_hooks_match_single_device(tiny_hooks_config, tmp_path):
     c.hooks.attribution.enabled = c.hooks.norms.enabled = True
     c.hooks.attribution.train_cosines = True
     c.hooks.attribution.rows_per_domain = 3  # 9 rows: padded per domain to 12 on 4 shards
+    c.hooks.fuse_passes = "on"  # (auto fuses on accelerators only)
     one, eight = MemorySink(), MemorySink()
     single = run(c, tmp_path / "one", sinks=[one])
     c.mesh.update(data=2, fsdp=2, tensor=2)
