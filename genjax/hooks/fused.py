@@ -10,9 +10,10 @@ per hook), one `token_stats` pass in micro-batches, and each hook's `score` on i
 the per-token losses. A hook's metrics are the same fused or not.
 
 `hooks.fuse_passes=auto` fuses on accelerators only: on CPU (2 cores, 2026-12-04,
-benchmarks/hook_overhead.py) the fused eval took 1.04-1.18x the time of one pass per hook,
-the explicit segment mask over every row costing more than the weight reads it saves, while
-on v5e-256 (XLA's cost model) it took llama_1b's step from 189 to 144 ms.
+benchmarks/hook_overhead.py) the fused eval took 1.04-1.18x the time of one pass per hook
+(1.05x without the packed probe rows, so most of it comes with the segment mask that every
+row then goes through), while on v5e-256 (XLA's cost model) it took llama_1b's step from 189
+to 144 ms.
 """
 
 from __future__ import annotations
