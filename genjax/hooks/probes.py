@@ -211,14 +211,21 @@ def pack_items(items: list[ProbeItem], tokenizer: Tokenizer, row_len: int = 0,
     return out
 
 
-def answer_scores(loss_NxT: jax.Array, rows: dict, num_items: int) -> dict[str, jax.Array]:
+def answer_lengths(packed: dict[str, np.ndarray], num_items: int) -> np.ndarray:
+    """Scored tokens [items, 2] of each item's correct and incorrect answer (host side)."""
+    scored = packed["loss_mask"] > 0
+    return np.bincount(packed["slot"][scored], minlength=2 * num_items).reshape(num_items, 2)
+
+
+def answer_scores(loss_NxT: jax.Array, rows: dict, lengths_Ix2: np.ndarray
+                  ) -> dict[str, jax.Array]:
     """Per item: summed log-prob and mean token probability of each answer, from the packed
-    rows' per-token cross-entropy."""
+    rows' per-token cross-entropy; `lengths_Ix2` from `answer_lengths`."""
     mask_NxT, slot_NxT = rows["loss_mask"], rows["slot"]
     per_slot = lambda v_NxT: jax.ops.segment_sum((v_NxT * mask_NxT).ravel(), slot_NxT.ravel(),
-                                                 2 * num_items).reshape(num_items, 2)
+                                                 lengths_Ix2.size).reshape(lengths_Ix2.shape)
     logp_Ix2 = -per_slot(loss_NxT)
-    avg_prob_Ix2 = per_slot(jnp.exp(-loss_NxT)) / per_slot(jnp.ones_like(loss_NxT))
+    avg_prob_Ix2 = per_slot(jnp.exp(-loss_NxT)) / jnp.asarray(lengths_Ix2, jnp.float32)
     return {"correct_logp": logp_Ix2[:, 0], "incorrect_logp": logp_Ix2[:, 1],
             "correct_avg_prob": avg_prob_Ix2[:, 0], "incorrect_avg_prob": avg_prob_Ix2[:, 1]}
 
@@ -259,6 +266,7 @@ class ProbeHook:
         self.item_labels = item_labels(self.items)
         self.packed = pack_items(self.items, self.tokenizer, self.row_len, self.context_len,
                                  self.length_multiple)
+        self.answer_lengths = answer_lengths(self.packed, len(self.items))
         fam_index = {f: i for i, f in enumerate(self.families)}
         self.item_family = np.asarray([fam_index[it.family] for it in self.items], np.int32)
 
@@ -291,7 +299,7 @@ class ProbeHook:
         return self.batching.pad(self.packed)  # padded rows: zero loss mask, slot 0
 
     def score(self, loss_NxT, correct_NxT, rows, ctx):
-        s = answer_scores(loss_NxT, rows, len(self.items))
+        s = answer_scores(loss_NxT, rows, self.answer_lengths)
         margin_I = s["correct_avg_prob"] - s["incorrect_avg_prob"]
         logp_margin_I = s["correct_logp"] - s["incorrect_logp"]
         win_I = (s["correct_avg_prob"] > s["incorrect_avg_prob"]).astype(jnp.float32)
