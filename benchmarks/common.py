@@ -145,6 +145,16 @@ def ratio(a: float, b: float) -> float:
     return a / b if b > 0 else float("nan")
 
 
+def paired_ratio(num: Sequence[float], den: Sequence[float], draws: int = 2000,
+                 seed: int = 0) -> tuple[float, float, float]:
+    """(median, 2.5th and 97.5th percentiles of a bootstrap of that median) of the per-round
+    ratios num/den: two variants timed in the same round share that round's machine state."""
+    r = np.asarray(num, np.float64) / np.asarray(den, np.float64)
+    medians = np.median(np.random.default_rng(seed).choice(r, (draws, r.size)), axis=1)
+    return float(np.median(r)), float(np.percentile(medians, 2.5)), \
+        float(np.percentile(medians, 97.5))
+
+
 def machine(host_malloc: str = "default") -> dict[str, Any]:
     """What the numbers were measured on."""
     dev = jax.devices()[0]

@@ -20,6 +20,11 @@ repeat exactly on one machine but not across machines (XLA's CPU code and thread
 float rounding, which the slow rise amplifies): a run on another 2-core machine measured held-out
 accuracy 0.555 at step 1600, before this run's 50% at 1610; read the steps of the rise as
 approximate (tens of steps).
+Across optimizers (`--config.optim.name=NAME` with README's per-optimizer settings: lion at lr
+5e-4 and weight decay 6, muon as it is, sgd at lr 0.045 and weight decay 6.7e-3; seed 0, 2 CPU
+cores, 2026-12-06; AdamW in the same session: train accuracy >= 95% at step 103, held-out >= 50%
+at 1600, 0.98 over the last 200 steps): every optimizer groks. lion: 127, 1610, 0.93; muon: 111,
+1120 (earliest), 0.85; sgd: 163, 1430, 1.00.
 """
 
 from genjax.config import ConfigDict, base_config

@@ -28,6 +28,17 @@ arith/repeat pattern_matching (0-136) -> generalizing at step 182, arith/flipped
 (198-556) -> pattern_matching at step 652. Arith/successive's pattern-matching dip
 (steps ~120-170) is mostly inside the 64-row ramp the fit puts there, too short for a regime:
 no hop is reported for it.
+Across optimizers (`--config.optim.name=NAME` with README's per-optimizer settings: lion at lr
+3.3e-4 and weight decay 0.03, muon as it is, sgd at lr 0.03 and weight decay 3.3e-5; seed 0, 2
+CPU cores, 2026-12-06, AdamW in the same session reproducing the figures above):
+- lion: the pattern phase lasts longer (arith/repeat and successive accuracy 0.01 at step 200,
+  AdamW 0.97-0.98; above 0.9 at 300); the flip is learned as with AdamW (arith/flipped 0.12 at
+  700; hop to pattern_matching at 682). `genjax analyze` reports no forward hop: no stretch
+  before the jump is decided pattern_matching (arith/repeat undecided until step 328).
+- muon: forward hops later (arith/successive at 272, repeat at 324); the flip is not learned
+  within 800 steps (flipped 0.93 at step 800, no reverse hop; final train loss 0.43 against 0.13).
+- sgd: slower still (repeat 0.14-0.28 until step 300; forward hops at 320-322), and no flip
+  within 800 steps (final train loss 0.43).
 """
 
 from genjax.config import ConfigDict, base_config

@@ -52,6 +52,7 @@ def base_config() -> ConfigDict:
             name="adamw",  # adamw | sgd | lion | muon
             lr=3e-3,
             momentum=0.9,  # sgd's momentum, muon's beta
+            muon_rms=0.2,  # muon: update RMS matched to AdamW's (0: width scaling)
             warmup_steps=20,
             schedule="cosine",  # or "constant"
             end_lr_fraction=0.1,
@@ -92,6 +93,7 @@ def base_config() -> ConfigDict:
         dict(
             micro_batch=0,  # eval rows per hook micro-batch (0: the train micro-batch)
             fuse_passes="auto",  # auto | on | off: eval rows in one forward pass (auto: not CPU)
+            gate="cond",  # cond | programs: how hooks with every > 1 skip steps
             heldout=ConfigDict(dict(enabled=False, every=1, batches=1, batch_size=0,
                                     min_tokens=256, min_documents=5,
                                     on_small="warn")),  # warn | error
@@ -159,6 +161,9 @@ DESCRIPTIONS = {
                   "AdamW for embeddings, norms and biases)",
     "optim.lr": "peak learning rate",
     "optim.momentum": "sgd: momentum; muon: beta of its momentum, in [0, 1)",
+    "optim.muon_rms": "muon: scale its orthogonalized updates to this RMS x sqrt(max(fan_in, "
+                      "fan_out)) (Liu et al. 2025: 0.2 matches AdamW's, so that AdamW's lr and "
+                      "weight decay carry over); 0: Keller Jordan's sqrt(fan_out / fan_in)",
     "optim.warmup_steps": "linear warmup steps (clipped to train.steps - 1)",
     "optim.schedule": "after warmup: cosine | constant",
     "optim.end_lr_fraction": "cosine: final learning rate as a fraction of optim.lr, in [0, 1]",
@@ -194,6 +199,10 @@ DESCRIPTIONS = {
     "hooks.micro_batch": "eval rows per hook micro-batch (0: the train micro-batch)",
     "hooks.fuse_passes": "auto | on | off: the held-out, memorization and probe rows in one "
                          "forward pass (weights read once, same metrics); auto: on except CPU",
+    "hooks.gate": "how hooks with every > 1 skip steps: cond (one compiled step, each such hook "
+                  "under lax.cond) | programs (one compiled step per set of hooks due together, "
+                  "chosen on the host: more compiles; on CPU a gated hook that reads the "
+                  "step's update overlaps with the train step)",
     "hooks.heldout.enabled": "held-out loss/accuracy per domain and the train-vs-held-out gap",
     "hooks.heldout.every": "steps between held-out evaluations (NaN on other steps)",
     "hooks.heldout.batches": "held-out batches evaluated",
@@ -328,8 +337,8 @@ _AT_LEAST_0 = ("seed", "data.order_offset", "hooks.attribution.domains_at_once",
                "model.loss_chunk", "optim.warmup_steps", "data.prefetch",
                "hooks.micro_batch", "hooks.heldout.batch_size", "hooks.probes.builtin_items",
                "hooks.probes.shots", "hooks.probes.prompt_len", "hooks.probes.answer_len",
-               "optim.weight_decay", "hooks.heldout.min_tokens", "hooks.heldout.min_documents",
-               "analysis.margin_floor")
+               "optim.weight_decay", "optim.muon_rms", "hooks.heldout.min_tokens",
+               "hooks.heldout.min_documents", "analysis.margin_floor")
 _POSITIVE = ("analysis.spike_sigmas", "optim.lr", "optim.eps", "optim.clip_norm",
              "model.rope_theta", "model.norm_eps", "stream.flush_every_s")
 # key -> (low, high, brackets): "()" open, "[]" closed, "[)" half-open
@@ -347,7 +356,7 @@ _CHOICES = {"model.param_dtype": ("float32", "bfloat16"),
             "hooks.probes.terminator": ("joiner", "eos", "none"),
             "hooks.heldout.on_small": ("warn", "error"),
             "hooks.predictors.source": ("heldout", "probes"),
-            "hooks.fuse_passes": ("auto", "on", "off")}
+            "hooks.fuse_passes": ("auto", "on", "off"), "hooks.gate": ("cond", "programs")}
 
 
 def lookup(config: Any, key: str) -> Any:

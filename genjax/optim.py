@@ -82,7 +82,8 @@ def _by_name(o, schedule) -> optax.GradientTransformation:
 
         return muon(schedule, beta=o.momentum, weight_decay=o.weight_decay,
                     weight_decay_mask=decay_mask, adam_b1=o.b1, adam_b2=o.b2,
-                    muon_weight_dimension_numbers=muon_dimensions)
+                    muon_weight_dimension_numbers=muon_dimensions,
+                    consistent_rms=o.muon_rms or None)
     raise ValueError(f"optim.name must be adamw, sgd, lion or muon, got {o.name!r}")
 
 

@@ -34,15 +34,21 @@ def test_hook_overhead(tmp_path):
                         "4", "--every", "1", "--out", str(out), *TINY])
     rows = check_rows(out, ("variant", "step_ms"))
     hooks = [r for r in rows if r["table"] == "hooks"]
-    assert {r["variant"] for r in hooks} == {
+    assert {r["variant"] for r in hooks} == set(hook_overhead.VARIANTS) == {
         "no_hooks", "fused", "fused_every_n", "two_programs", "separate_async",
-        "separate_sync", "eval_alone", "attribution", "attribution_every10", "norms"}
+        "separate_sync", "eval_alone", "attribution", "attribution_every10",
+        "attribution_every10_programs", "norms"}
     check_rows_subset(hooks, hook_overhead.REQUIRED)
     fusion = [r for r in rows if r["table"] == "pass_fusion"]
     assert {r["variant"] for r in fusion} == {"fused_pass", "pass_per_hook"}
     assert fusion[0]["fused_units"] == "heldout+probes+memorization"
     print("fused vs per-hook max |diff|", fusion[0]["max_abs_diff"])
     assert all(r["max_abs_diff"] < 1e-6 for r in fusion)  # the same metrics (measured: 0.0)
+    # a subset of the variants, no fusion table: what needs the others is left out
+    subset = hook_overhead.main(["--grid", "micro:3:4", "--fusion-sizes", "none", "--variants",
+                                 "attribution_every10", *TINY])
+    assert [r["variant"] for r in subset] == ["no_hooks", "attribution_every10"]
+    assert math.isnan(subset[0]["eval_alone"])  # no eval_alone variant ran
 
 
 def check_rows_subset(rows, required):

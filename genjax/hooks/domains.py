@@ -71,10 +71,8 @@ class HeldoutHook:
     def score(self, loss_NxT, correct_NxT, rows, ctx):
         loss_D, acc_D, _ = _domain_means(loss_NxT, correct_NxT, rows["loss_mask"],
                                          rows["domain"], len(self.domains))
-        gap_D = jnp.full_like(loss_D, jnp.nan)  # no train step (ctx None): no gap
-        if ctx is not None:
-            gap_D = loss_D - train_batch_by_domain(ctx, len(self.domains))[0]
-        out = {"heldout/loss": loss_D, "heldout/accuracy": acc_D, "gap/loss": gap_D}
+        out = {"heldout/loss": loss_D, "heldout/accuracy": acc_D,
+               "gap/loss": jnp.full_like(loss_D, jnp.nan)}  # filled by `finish`
         if self.token_bytes is not None:
             out["heldout/bpb"] = bits_per_byte(loss_NxT, rows["targets"], rows["loss_mask"],
                                                rows["domain"], len(self.domains),
@@ -83,6 +81,13 @@ class HeldoutHook:
 
     def compute(self, params, apply_fn, data, ctx):
         return rows_compute(self, params, apply_fn, data, ctx)
+
+    def finish(self, values, ctx):
+        """The gap, outside the every-N gate (NaN without a train step, ctx None)."""
+        if ctx is None:
+            return {}
+        train_D = train_batch_by_domain(ctx, len(self.domains))[0]
+        return {"gap/loss": values["heldout/loss"] - train_D}
 
 
 def bits_per_byte(loss_BxT, targets_BxT, mask_BxT, domain_B, num_domains, token_bytes):

@@ -25,7 +25,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from genjax.hooks.base import PASS_FIELDS, Hook, MetricSpec, StepContext, rows_stats
+from genjax.hooks.base import PASS_FIELDS, Hook, MetricSpec, StepContext, finish_values, rows_stats
 
 
 def _is_rows_hook(hook: Hook) -> bool:
@@ -76,6 +76,15 @@ class FusedPass:
             out.update(hook.score(loss_NxT[start:start + n], correct_NxT[start:start + n], own,
                                   ctx))
             start += n
+        return out
+
+    def finish(self, values: dict[str, jax.Array],
+               ctx: StepContext | None) -> dict[str, jax.Array]:
+        """Each member's own `finish` on its own values."""
+        out = dict(values)
+        for hook in self.members:
+            own = {s.name: out[s.name] for s in hook.schema()}
+            out.update(finish_values(hook, own, ctx))
         return out
 
 

@@ -5,9 +5,12 @@ params, its cosine with the update the optimizer actually applied (Δθ, after c
 scaling, weight decay) and the first-order predicted change of that held-out loss from this
 step, g_d · Δθ (compare with the next row's `heldout/loss` minus this row's). Optionally the
 cosines between the train batch's per-domain gradients (which domains pull together or apart).
-Cost: one forward and backward over the held-out rows, one domain at a time (`lax.map`, so one
-gradient is held at once), about 3x their forward FLOPs; train cosines add one backward over
-the train batch per domain and hold D gradients.
+Cost: one forward and backward over the held-out rows, `domains_at_once` domains at a time
+(`lax.map`; 0: all, vmapped), about 3x their forward FLOPs; train cosines add one backward over
+the train batch per domain and hold D gradients. It reads the step's update, so with every > 1
+under `lax.cond` (`hooks.gate=cond`) its gated steps run it after the update, alone; fused every
+step, or under `hooks.gate=programs`, its forward and backward overlap with the train step's on
+a multi-core CPU (benchmarks/README.md, "Gradient monitors").
 
 `NormsHook`: weight, gradient and update norms per layer (`genjax.hooks.layers`), from the
 step's own gradient and update: no extra FLOPs beyond the reductions.

@@ -39,6 +39,7 @@ SAFE_CHANGES = {
     "model.attention": "how the same step is computed",
     "model.loss_chunk": "how the same step is computed",
     "hooks.micro_batch": "how the same hooks are computed",
+    "hooks.gate": "how the same hooks are computed",
     "hooks.*.every": "hook cadence (same metrics, NaN on the steps a hook skips)",
     "train.steps": "only with optim.schedule='constant' and optim.warmup_steps below both "
                    "values (a cosine schedule decays over train.steps)",

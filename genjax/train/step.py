@@ -86,7 +86,9 @@ def make_train_step(apply_fn: ApplyFn, tx: optax.GradientTransformation,
         (loss, grads), aux = jax.lax.scan(body, zeros, micro)
         return loss, grads, jax.tree.map(batching.merge, aux)
 
-    def train_step(state: TrainState, batch: dict[str, jax.Array], hook_data: Sequence[Any]):
+    def train_step(state: TrainState, batch: dict[str, jax.Array], hook_data: Sequence[Any],
+                   due: frozenset[int] | None = None):
+        """`due`: see `run_hooks` (None: every-N hooks under `lax.cond`)."""
         num_tokens = jnp.sum(batch["loss_mask"])
         loss, grads, (token_loss_BxT, token_correct_BxT) = gradients(
             state.params, batch, jnp.maximum(num_tokens, 1.0))
@@ -109,7 +111,7 @@ def make_train_step(apply_fn: ApplyFn, tx: optax.GradientTransformation,
                           token_correct_BxT=token_correct_BxT,
                           loss_mask_BxT=batch["loss_mask"], domain_B=batch["domain"],
                           grads=grads, updates=updates, batch=batch)
-        metrics.update(run_hooks(hooks, state.params, apply_fn, hook_data, ctx))
+        metrics.update(run_hooks(hooks, state.params, apply_fn, hook_data, ctx, due))
         new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state,
                                rng=state.rng)
         return new_state, metrics

@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,7 +27,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from genjax import paths
 from genjax import sharding as shd
 from genjax.analysis.spikes import SPIKE_SCHEMA, WATCHED, SpikeDetector
-from genjax.config import ConfigDict, validate
+from genjax.config import ConfigDict, ConfigError, validate
 from genjax.data import Data, DataError, build_data
 from genjax.hooks.base import Hook, MetricSpec, check_capabilities
 from genjax.hooks.fused import fuse_setting
@@ -41,6 +42,9 @@ from genjax.train import resume
 from genjax.train.checkpoint import Checkpointer, abstract_like
 from genjax.train.progress import Progress
 from genjax.train.step import TRAIN_SCHEMA, LossFn, TrainState, init_state, make_train_step
+
+# hooks.gate=programs: most step programs a run may compile (one per set of hooks due together)
+MAX_PROGRAMS = 8
 
 
 class WorkdirError(OSError):
@@ -152,8 +156,47 @@ class TrainProgram:
             step_fn,
             in_shardings=(self.state_shardings, self.batch_shardings, self.monitor.shardings),
             out_shardings=(self.state_shardings, shd.replicated(self.mesh)),
-            donate_argnums=(0,),
+            donate_argnums=(0,), static_argnums=(3,),  # due: see run_hooks
         )
+        self.gate = config.hooks.gate
+        self._programs: dict[frozenset[int], Any] = {}  # hooks.gate=programs: due set -> step
+        if self.gate == "programs" and len(self.due_sets()) > MAX_PROGRAMS:
+            raise ConfigError(f"hooks.gate=programs would compile {len(self.due_sets())} step "
+                              f"programs for these hooks' every values (at most "
+                              f"{MAX_PROGRAMS}); use hooks.gate=cond or fewer distinct every")
+
+    def due(self, step: int) -> frozenset[int]:
+        """Indices of the hook units with every > 1 that run at `step`."""
+        return frozenset(i for i, u in enumerate(self.monitor.units)
+                         if u.every > 1 and step % u.every == 0)
+
+    def due_sets(self) -> dict[frozenset[int], int]:
+        """Every distinct `due(step)` over one period of the units' every values, with the
+        first step that has it."""
+        firsts: dict[frozenset[int], int] = {}
+        for step in range(math.lcm(1, *(u.every for u in self.monitor.units))):
+            firsts.setdefault(self.due(step), step)
+        return firsts
+
+    def step_at(self, step: int):
+        """The step function to call at `step`: `step_fn` (hooks.gate=cond: every-N hooks under
+        `lax.cond`), or with hooks.gate=programs the program compiled for the hooks due at
+        that step, each of them without a cond (compiled on first use, or all at once by
+        `compile_programs`)."""
+        if self.gate == "cond":
+            return self.step_fn
+        due = self.due(step)
+        if due not in self._programs:
+            self._programs[due] = self.step_fn.lower(*self.abstract_args(), due).compile()
+        return self._programs[due]
+
+    def compile_programs(self) -> dict[frozenset[int], Any]:
+        """hooks.gate=programs: every due set's compiled step program, compiled now if not
+        yet ({} with hooks.gate=cond, whose one step compiles at its first call)."""
+        if self.gate == "programs":
+            for step in self.due_sets().values():
+                self.step_at(step)
+        return dict(self._programs)
 
     @property
     def batch_axes(self) -> tuple[str, ...]:
@@ -378,7 +421,10 @@ class Trainer:
                 if step == start and jax.process_count() > 1:
                     self._check_replicas(rows, local)
                 batch = self.program.global_batch(local)
-                state, metrics = self.program.step_fn(state, batch, self.hook_data)
+                if step == start:
+                    state, metrics = self._first_step(progress, step, state, batch)
+                else:
+                    state, metrics = self.program.step_at(step)(state, batch, self.hook_data)
                 previous, pending = pending, (step, metrics)
                 if previous is not None:  # fetch step t-1 only after step t is dispatched
                     self._emit(*previous, losses, progress)
@@ -427,6 +473,18 @@ class Trainer:
         if stopped_by:
             raise Interrupted(stopped_by, final)
         return TrainResult(final, losses, state, stopped_early=end < total)
+
+    def _first_step(self, progress: Progress, step: int, state: TrainState, batch: Any):
+        """Dispatches the first step, saying how long its compilation took (minutes for a pod
+        step); with hooks.gate=programs every due set's program is compiled first."""
+        programs = len(self.program.due_sets()) if self.program.gate == "programs" else 1
+        progress.message("compiling the train step" +
+                         (f" ({programs} programs, hooks.gate=programs)" if programs > 1 else ""))
+        began = time.perf_counter()
+        self.program.compile_programs()
+        out = self.program.step_at(step)(state, batch, self.hook_data)  # returns once compiled
+        progress.message(f"compiled in {time.perf_counter() - began:.1f} s")
+        return out
 
     def _warn(self, message: str) -> None:
         if self._progress is not None:

@@ -127,7 +127,7 @@ def test_every_safe_change_is_documented_and_nothing_else_passes():
             "stream__tensorboard": True, "stream__wandb_project": "p", "data__prefetch": 1,
             "mesh__fsdp": 4, "train__grad_accum": 2, "model__remat": "full",
             "model__attention": "xla", "model__loss_chunk": 64, "analysis__window": 5,
-            "analysis__online_hops": True, "hooks__micro_batch": 4}
+            "analysis__online_hops": True, "hooks__micro_batch": 4, "hooks__gate": "programs"}
     for key, value in safe.items():
         assert diff_keys(base, record(**{key: value})) == [], key
     cadence = record()
@@ -138,7 +138,7 @@ def test_every_safe_change_is_documented_and_nothing_else_passes():
     unsafe = {"model__d_model": 64, "model__scan_layers": True, "model__compute_dtype":
               "bfloat16", "optim__lr": 1.0, "optim__warmup_steps": 3, "data__heldout_fraction":
               0.2, "data__tokenizer": "sentencepiece", "train__seq_len": 64, "stream__path": "x",
-              "stream__chunk_steps": 8, "stream__enabled": False}
+              "stream__chunk_steps": 8, "stream__enabled": False, "optim__muon_rms": 0.0}
     for key, value in unsafe.items():
         assert diff_keys(base, record(**{key: value})) == [key.replace("__", ".")], key
     assert {k.split(".")[0] for k in resume.SAFE_CHANGES} <= set(base_config().keys())

@@ -15,6 +15,7 @@ from tests.conftest import CONFIGS
 # hook: metrics differ by at most 7.6e-6 (a summed probe log-prob), params by 1.9e-6.
 SHARDED_TOL = 1e-5
 PARAMS_TOL = 3e-6
+GATE_TOL = 0.0  # hooks.gate=programs vs cond: measured identical on CPU (1 device)
 
 
 def run(config, workdir, devices=1, stop_after=None, sinks=()):
@@ -64,6 +65,61 @@ def test_sharded_hooks_match_single_device(tiny_hooks_config, tmp_path):
         np.testing.assert_allclose(a, b, rtol=0, atol=PARAMS_TOL)
     loss = one.series("train/loss")
     assert loss[-1] < loss[0]  # it is training, not replaying constants
+
+
+def gated_config(c):
+    """Every-N hooks of three periods, one of them reading the step's update."""
+    c.train.steps, c.checkpoint.every = 7, 4
+    c.hooks.heldout.every = c.hooks.memorization.every = 3
+    c.hooks.probes.every = 2
+    c.hooks.attribution.update(enabled=True, every=2)
+    c.hooks.norms.enabled = True
+    return c
+
+
+def test_gate_programs_match_cond(tiny_hooks_config, tmp_path):
+    """hooks.gate=programs (one compiled step per set of hooks due together, no lax.cond)
+    gives the metrics of hooks.gate=cond on every step, the same NaN steps, the same params,
+    and resumes exactly."""
+    c = gated_config(tiny_hooks_config)
+    cond, programs = MemorySink(), MemorySink()
+    base = run(c, tmp_path / "cond", sinks=[cond])
+    c.hooks.gate = "programs"
+    trainer = Trainer(c, tmp_path / "programs", devices=jax.devices()[:1], sinks=[programs])
+    units = [u.name for u in trainer.program.monitor.units]
+    due = {step: sorted(units[i] for i in trainer.program.due(step)) for step in range(7)}
+    assert due[1] == due[5] == [] and due[2] == due[4] == ["attribution", "probes"]
+    assert due[3] == ["heldout", "memorization"] and due[0] == due[6] == sorted(
+        ["attribution", "heldout", "memorization", "probes"])
+    gated = trainer.run()
+    assert len(trainer.program.compile_programs()) == len(trainer.program.due_sets()) == 4
+    for spec in cond.schema:
+        a, b = cond.series(spec.name), programs.series(spec.name)
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(b), err_msg=spec.name)
+        np.testing.assert_allclose(a, b, rtol=0, atol=GATE_TOL, err_msg=spec.name)
+    for a, b in zip(jax.tree.leaves(jax.device_get(base.state.params)),
+                    jax.tree.leaves(jax.device_get(gated.state.params)), strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=GATE_TOL)
+    first = run(c, tmp_path / "split", stop_after=3)
+    second = run(c, tmp_path / "split")
+    assert min(second.losses) == 3
+    assert [{**first.losses, **second.losses}[s] for s in range(7)] == \
+        [gated.losses[s] for s in range(7)]
+    for a, b in zip(jax.tree.leaves(jax.device_get(second.state.params)),
+                    jax.tree.leaves(jax.device_get(gated.state.params)), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_gate_programs_refuses_too_many_programs(tiny_hooks_config, tmp_path):
+    from genjax.config import ConfigError
+
+    c = tiny_hooks_config
+    c.hooks.gate = "programs"
+    for name, every in (("heldout", 2), ("probes", 3), ("memorization", 5)):
+        c.hooks[name].every = every
+    c.hooks.attribution.update(enabled=True, every=7)  # 16 due sets over 210 steps
+    with pytest.raises(ConfigError, match="would compile 16 step programs"):
+        Trainer(c, tmp_path, devices=jax.devices()[:1])
 
 
 def test_param_shardings_follow_rules(tiny_config, tmp_path):
