@@ -27,9 +27,9 @@ train tokens)), eval_alone = f/a, and each variant's overhead t/a - 1. The attri
 bound is one forward and one backward over its held-out rows, 3x their forward FLOPs (/10 at
 every=10); the norms hook's is 0 (reductions only). The g10 throughput (a / g10) comes with a
 95% interval (bootstrap over the rounds' paired ratios), and a blocking per-step timing splits
-g10 into its gated steps and the others. Also: the held-out, memorization and probe rows in one
-fused forward pass (`hooks.fuse_passes`, the default) against one pass per hook, with the
-largest difference between their metrics. `--variants` times a subset (a always).
+g10 and g10p into their gated steps and the others. Also: the held-out, memorization and probe
+rows in one fused forward pass (`hooks.fuse_passes`, the default) against one pass per hook,
+with the largest difference between their metrics. `--variants` times a subset (a always).
 
     python benchmarks/hook_overhead.py --quick --out hook_overhead.json
 """
@@ -195,8 +195,12 @@ class Bench:
         cache hit). On CPU one above glibc's 32 MiB mmap ceiling is mapped and faulted in
         afresh on every call."""
         mb = lambda compiled: compiled.memory_analysis().temp_size_in_bytes / 2**20
-        step_mb = lambda p: max(map(mb, p.compile_programs().values()), default=None) or mb(
-            p.step_fn.lower(*p.abstract_args()).compile())
+
+        def step_mb(p: TrainProgram) -> float:  # hooks.gate=programs: its largest program's
+            programs = p.compile_programs()
+            return (max(map(mb, programs.values())) if programs
+                    else mb(p.step_fn.lower(*p.abstract_args()).compile()))
+
         eval_mb = lambda: mb(self.eval_fn.lower(self.bare.init_state().params, self.hook_data,
                                                 self.contexts[0](jnp.int32(0))).compile())
         temp = {"no_hooks": lambda: step_mb(self.bare), "fused": lambda: step_mb(self.fused),
