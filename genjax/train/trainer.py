@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import os
 import signal
@@ -160,8 +161,8 @@ class TrainProgram:
         )
         self.gate = config.hooks.gate
         self._programs: dict[frozenset[int], Any] = {}  # hooks.gate=programs: due set -> step
-        if self.gate == "programs" and len(self.due_sets()) > MAX_PROGRAMS:
-            raise ConfigError(f"hooks.gate=programs would compile {len(self.due_sets())} step "
+        if self.gate == "programs" and len(self.due_sets) > MAX_PROGRAMS:
+            raise ConfigError(f"hooks.gate=programs would compile {len(self.due_sets)} step "
                               f"programs for these hooks' every values (at most "
                               f"{MAX_PROGRAMS}); use hooks.gate=cond or fewer distinct every")
 
@@ -170,6 +171,7 @@ class TrainProgram:
         return frozenset(i for i, u in enumerate(self.monitor.units)
                          if u.every > 1 and step % u.every == 0)
 
+    @functools.cached_property
     def due_sets(self) -> dict[frozenset[int], int]:
         """Every distinct `due(step)` over one period of the units' every values, with the
         first step that has it."""
@@ -194,7 +196,7 @@ class TrainProgram:
         """hooks.gate=programs: every due set's compiled step program, compiled now if not
         yet ({} with hooks.gate=cond, whose one step compiles at its first call)."""
         if self.gate == "programs":
-            for step in self.due_sets().values():
+            for step in self.due_sets.values():
                 self.step_at(step)
         return dict(self._programs)
 
@@ -477,7 +479,7 @@ class Trainer:
     def _first_step(self, progress: Progress, step: int, state: TrainState, batch: Any):
         """Dispatches the first step, saying how long its compilation took (minutes for a pod
         step); with hooks.gate=programs every due set's program is compiled first."""
-        programs = len(self.program.due_sets()) if self.program.gate == "programs" else 1
+        programs = len(self.program.due_sets) if self.program.gate == "programs" else 1
         progress.message("compiling the train step" +
                          (f" ({programs} programs, hooks.gate=programs)" if programs > 1 else ""))
         began = time.perf_counter()

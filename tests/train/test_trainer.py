@@ -92,7 +92,7 @@ def test_gate_programs_match_cond(tiny_hooks_config, tmp_path):
     assert due[3] == ["heldout", "memorization"] and due[0] == due[6] == sorted(
         ["attribution", "heldout", "memorization", "probes"])
     gated = trainer.run()
-    assert len(trainer.program.compile_programs()) == len(trainer.program.due_sets()) == 4
+    assert len(trainer.program.compile_programs()) == len(trainer.program.due_sets) == 4
     for spec in cond.schema:
         a, b = cond.series(spec.name), programs.series(spec.name)
         np.testing.assert_array_equal(np.isnan(a), np.isnan(b), err_msg=spec.name)
